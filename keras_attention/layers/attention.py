@@ -1,0 +1,227 @@
+"""Single-head attention with any score, and attention pooling."""
+
+import keras
+from keras import ops
+
+from keras_attention import ops as attention_ops
+from keras_attention import scores
+
+
+def check_dropout(dropout):
+    """Raise a `ValueError` unless `0 <= dropout < 1`."""
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"`dropout` must be in [0, 1). Received: {dropout=}")
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class Attention(keras.layers.Layer):
+    """Single-head attention with any scoring function.
+
+    The three-step recipe: scores `e_ij = a(q_i, k_j)`, weights
+    `α_ij = softmax_j(e_ij / temperature)` over the keys query `i` may see,
+    output `o_i = Σ_j α_ij v_j`.
+
+    Masks attached by Keras (e.g. from `Embedding(mask_zero=True)`) are used
+    automatically. A query that may see no key gets zero weights and a zero
+    output.
+
+    Args:
+        score: a score name (see `keras_attention.scores`), config dict or
+            score layer. Defaults to `"scaled_dot"`.
+        dropout: dropout rate on the attention weights. Defaults to `0.0`.
+        temperature: divides the scores before the softmax; `< 1` sharpens,
+            `> 1` flattens. Defaults to `1.0`.
+        seed: seed of the dropout. Defaults to `None`.
+
+    Call arguments:
+        query: `(B, Tq, dq)`.
+        value: `(B, Tk, dv)`.
+        key: optional `(B, Tk, dk)`; `value` is used when omitted.
+        query_mask: optional bool `(B, Tq)`.
+        value_mask: optional bool `(B, Tk)`.
+        key_mask: optional bool `(B, Tk)`; `value_mask` is used when omitted.
+        attention_mask: optional bool `(B, Tq, Tk)`, `True` = may attend.
+        use_causal_mask: whether query `i` only sees keys `j <= i`.
+        return_attention_scores: whether to also return the weights.
+        training: whether dropout is active.
+
+    Returns:
+        `(B, Tq, dv)`, and the weights `(B, Tq, Tk)` if
+        `return_attention_scores`.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = Attention(score="general")
+    >>> layer(np.ones((2, 3, 4)), np.ones((2, 5, 6))).shape
+    (2, 3, 6)
+
+    Reference:
+        Bahdanau et al., 2015; Luong et al., 2015; Vaswani et al., 2017.
+    """
+
+    def __init__(
+        self, score="scaled_dot", dropout=0.0, temperature=1.0, seed=None, **kw
+    ):
+        super().__init__(**kw)
+        check_dropout(dropout)
+        if temperature <= 0:
+            raise ValueError(
+                f"`temperature` must be positive. Received: {temperature=}"
+            )
+        self.score = scores.get(score)
+        self.dropout = dropout
+        self.temperature = temperature
+        self.seed = seed
+        self.dropout_layer = keras.layers.Dropout(dropout, seed=seed)
+        self.supports_masking = True
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        if len(query_shape) != 3 or len(value_shape) != 3:
+            raise ValueError(
+                "`Attention` expects `query` (B, Tq, dq) and `value` "
+                f"(B, Tk, dv). Received: query.shape={tuple(query_shape)}, "
+                f"value.shape={tuple(value_shape)}"
+            )
+        if tuple(key_shape[:2]) != tuple(value_shape[:2]) and None not in (
+            *key_shape[:2],
+            *value_shape[:2],
+        ):
+            raise ValueError(
+                "`key` and `value` must have the same batch and length. "
+                f"Received: key.shape={tuple(key_shape)}, "
+                f"value.shape={tuple(value_shape)}"
+            )
+        if not self.score.built:
+            self.score.build(query_shape, key_shape)
+        self.built = True
+
+    def call(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        return_attention_scores=False,
+        training=None,
+    ):
+        key = value if key is None else key
+        key_mask = value_mask if key_mask is None else key_mask
+        mask = attention_ops.compute_attention_mask(
+            query, key, query_mask, key_mask, attention_mask, use_causal_mask
+        )  # (B, Tq, Tk) or None
+        scores_ = self.score(query, key)  # (B, Tq, Tk)
+        if self.temperature != 1.0:
+            scores_ = scores_ / self.temperature
+        output, weights = attention_ops.attend(
+            scores_, value, mask, self.dropout_layer, training
+        )
+        if return_attention_scores:
+            return output, weights
+        return output
+
+    def compute_output_shape(
+        self, query_shape, value_shape, key_shape=None, **kwargs
+    ):
+        return tuple(query_shape[:-1]) + (value_shape[-1],)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "score": scores.serialize(self.score),
+            "dropout": self.dropout,
+            "temperature": self.temperature,
+            "seed": self.seed,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class AttentionPooling(keras.layers.Layer):
+    """Sequence to vector: a learned query attends over the sequence.
+
+    `α = softmax_t(a(w, x_t))`, `o = Σ_t α_t x_t`, with `w` a trainable query
+    vector: a weighted average of the time steps whose weights the model
+    learns (a classification head, "attention pooling").
+
+    Args:
+        score: a score name, config dict or score layer. Defaults to
+            `"additive"`.
+        dropout: dropout rate on the weights. Defaults to `0.0`.
+        seed: seed of the dropout. Defaults to `None`.
+
+    Call arguments:
+        inputs: `(B, T, D)`.
+        mask: optional bool `(B, T)`; filled by Keras from an upstream
+            `Embedding(mask_zero=True)`.
+        return_attention_scores: whether to also return the weights.
+        training: whether dropout is active.
+
+    Returns:
+        `(B, D)`, and the weights `(B, T)` if `return_attention_scores`.
+
+    Example:
+    >>> import numpy as np
+    >>> AttentionPooling()(np.ones((2, 5, 8))).shape
+    (2, 8)
+
+    Reference:
+        Yang et al., 2016, "Hierarchical Attention Networks for Document
+        Classification".
+    """
+
+    def __init__(self, score="additive", dropout=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.attention = Attention(
+            score=score, dropout=dropout, seed=seed, name="attention",
+            dtype=self.dtype_policy,
+        )
+        self.supports_masking = True
+
+    def build(self, inputs_shape):
+        if len(inputs_shape) != 3:
+            raise ValueError(
+                "`AttentionPooling` expects inputs (B, T, D). "
+                f"Received: inputs.shape={tuple(inputs_shape)}"
+            )
+        self.query = self.add_weight(
+            name="query", shape=(1, 1, inputs_shape[-1]), initializer="ones"
+        )
+        self.attention.build((None, 1, inputs_shape[-1]), inputs_shape)
+
+    def call(
+        self, inputs, mask=None, return_attention_scores=False, training=None
+    ):
+        query = ops.cast(self.query, inputs.dtype)
+        query = ops.broadcast_to(
+            query, (ops.shape(inputs)[0], 1, ops.shape(inputs)[-1])
+        )  # (B, 1, D)
+        output, weights = self.attention(
+            query,
+            inputs,
+            value_mask=mask,
+            return_attention_scores=True,
+            training=training,
+        )  # (B, 1, D), (B, 1, T)
+        if return_attention_scores:
+            return output[:, 0], weights[:, 0]
+        return output[:, 0]
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, inputs_shape):
+        return (inputs_shape[0], inputs_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        attention = self.attention
+        config.update(
+            score=scores.serialize(attention.score),
+            dropout=attention.dropout,
+            seed=attention.seed,
+        )
+        return config

@@ -1,0 +1,101 @@
+"""Shared test helper: `check_layer`, the project's `run_layer_test`."""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def _to_numpy(x):
+    return keras.tree.map_structure(lambda t: np.asarray(t), x)
+
+
+def _first(x):
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+def check_layer(
+    cls,
+    kwargs,
+    inputs,
+    expected_shape,
+    call_kwargs=None,
+    num_weights=None,
+    mixed_precision=True,
+    atol=1e-6,
+):
+    """Exercise a layer the way `keras`'s `run_layer_test` does.
+
+    Checks: `get_config`/`from_config` round trip, eager call output shape,
+    symbolic (functional) call shape, number of weights, `.keras` save/load
+    of a functional model with identical outputs, and a finite output under
+    the `mixed_float16` policy.
+
+    Args:
+        cls: the layer class.
+        kwargs: constructor arguments.
+        inputs: a NumPy array or a list of arrays (positional call args).
+        expected_shape: the expected shape of the (first) output.
+        call_kwargs: extra keyword arguments for `call`.
+        num_weights: expected `len(layer.weights)`, or `None` to skip.
+        mixed_precision: whether to run the `mixed_float16` check.
+        atol: tolerance of the save/load comparison.
+
+    Returns:
+        The eager output of the layer (NumPy).
+    """
+    call_kwargs = call_kwargs or {}
+    inputs = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+
+    layer = cls(**kwargs)
+    eager = _to_numpy(layer(*inputs, **call_kwargs))
+    assert _first(eager).shape == tuple(expected_shape)
+    if num_weights is not None:
+        assert len(layer.weights) == num_weights
+
+    # Config round trip: same config, same outputs with the same weights.
+    config = layer.get_config()
+    clone = cls.from_config(config)
+    assert clone.get_config() == config
+    clone(*inputs, **call_kwargs)
+    clone.set_weights(layer.get_weights())
+    np.testing.assert_allclose(
+        _first(_to_numpy(clone(*inputs, **call_kwargs))),
+        _first(eager),
+        atol=atol,
+    )
+
+    # Symbolic call in a functional model, then `.keras` save/load.
+    symbolic = [
+        keras.Input(shape=x.shape[1:], batch_size=None, dtype=str(x.dtype))
+        for x in inputs
+    ]
+    outputs = cls.from_config(config)(*symbolic, **call_kwargs)
+    model = keras.Model(symbolic, outputs)
+    out_shape = _first(outputs).shape
+    assert tuple(out_shape[1:]) == tuple(expected_shape[1:])
+    expected = _first(_to_numpy(model(inputs)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        restored = keras.models.load_model(path)
+    np.testing.assert_allclose(
+        _first(_to_numpy(restored(inputs))), expected, atol=atol
+    )
+
+    if mixed_precision:
+        policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy("mixed_float16")
+        try:
+            half = cls(**kwargs)
+            cast = [
+                x.astype("float16") if x.dtype.kind == "f" else x
+                for x in inputs
+            ]
+            result = _first(half(*cast, **call_kwargs))
+            assert bool(ops.all(ops.isfinite(ops.cast(result, "float32"))))
+        finally:
+            keras.config.set_dtype_policy(policy)
+    return eager
