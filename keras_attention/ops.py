@@ -50,10 +50,16 @@ def masked_softmax(scores, mask=None, axis=-1):
     """
     scores = ops.cast(scores, "float32")  # float32 even under mixed precision
     if mask is None:
-        return ops.softmax(scores, axis=axis)
+        return _softmax(scores, axis)
     mask = ops.cast(mask, "bool")
     scores = ops.where(mask, scores, mask_value("float32"))
-    return ops.where(mask, ops.softmax(scores, axis=axis), 0.0)
+    return ops.where(mask, _softmax(scores, axis), 0.0)
+
+
+def _softmax(x, axis):
+    # Written out: `ops.softmax` warns about length-1 axes (a single key).
+    x = ops.exp(x - ops.stop_gradient(ops.max(x, axis=axis, keepdims=True)))
+    return x / ops.sum(x, axis=axis, keepdims=True)
 
 
 def causal_mask(query_length, key_length, offset=0):
@@ -138,6 +144,8 @@ def attend(scores, value, mask=None, dropout=None, training=None):
         and `weights` `(..., Tq, Tk)` (float32, before dropout).
     """
     weights = masked_softmax(scores, mask)  # (..., Tq, Tk)
-    dropped = weights if dropout is None else dropout(weights, training=training)
+    dropped = (
+        weights if dropout is None else dropout(weights, training=training)
+    )
     output = ops.matmul(ops.cast(dropped, value.dtype), value)  # (..., Tq, dv)
     return output, weights

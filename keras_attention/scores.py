@@ -263,7 +263,9 @@ class Additive(Score):
         units = self.units or key_shape[-1]
         init = self.kernel_initializer
         self.query_kernel = self.add_weight(
-            name="query_kernel", shape=(query_shape[-1], units), initializer=init
+            name="query_kernel",
+            shape=(query_shape[-1], units),
+            initializer=init,
         )
         self.key_kernel = self.add_weight(
             name="key_kernel", shape=(key_shape[-1], units), initializer=init
@@ -275,7 +277,9 @@ class Additive(Score):
                 shape=(),
                 initializer=keras.initializers.Constant(math.sqrt(1 / units)),
             )
-            self.b = self.add_weight(name="b", shape=(units,), initializer="zeros")
+            self.b = self.add_weight(
+                name="b", shape=(units,), initializer="zeros"
+            )
 
     def project_key(self, key):
         """`W_k k`: `(..., Tk, dk) -> (..., Tk, units)`, once per memory."""
@@ -284,7 +288,9 @@ class Additive(Score):
     def score_projected(self, query, projected_key):
         """Scores from raw queries and keys already passed to `project_key`."""
         projected_query = ops.matmul(query, self.query_kernel)  # (..., Tq, U)
-        hidden = projected_query[..., :, None, :] + projected_key[..., None, :, :]
+        hidden = (
+            projected_query[..., :, None, :] + projected_key[..., None, :, :]
+        )
         v = self.v
         if self.normalize:
             hidden = hidden + self.b

@@ -86,16 +86,10 @@ def check_layer(
     )
 
     if mixed_precision:
-        policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("mixed_float16")
-        try:
-            half = cls(**kwargs)
-            cast = [
-                x.astype("float16") if x.dtype.kind == "f" else x
-                for x in inputs
-            ]
-            result = _first(half(*cast, **call_kwargs))
-            assert bool(ops.all(ops.isfinite(ops.cast(result, "float32"))))
-        finally:
-            keras.config.set_dtype_policy(policy)
+        half = cls(**{**kwargs, "dtype": "mixed_float16"})
+        cast = [
+            x.astype("float16") if x.dtype.kind == "f" else x for x in inputs
+        ]
+        result = _first(half(*cast, **call_kwargs))
+        assert bool(ops.all(ops.isfinite(ops.cast(result, "float32"))))
     return eager

@@ -176,7 +176,10 @@ class AttentionPooling(keras.layers.Layer):
     def __init__(self, score="additive", dropout=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.attention = Attention(
-            score=score, dropout=dropout, seed=seed, name="attention",
+            score=score,
+            dropout=dropout,
+            seed=seed,
+            name="attention",
             dtype=self.dtype_policy,
         )
         self.supports_masking = True

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from keras_attention import ops as attention_ops
+
+rng = np.random.default_rng(0)
+
+
+def numpy_softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def test_masked_softmax_without_mask_is_softmax():
+    scores = rng.normal(size=(2, 3, 5)).astype("float32")
+    weights = np.asarray(attention_ops.masked_softmax(scores))
+    np.testing.assert_allclose(weights, numpy_softmax(scores), atol=1e-6)
+
+
+def test_masked_softmax_renormalises_over_unmasked_keys():
+    scores = rng.normal(size=(2, 3, 5)).astype("float32")
+    mask = rng.random((2, 3, 5)) > 0.4
+    mask[..., 0] = True
+    weights = np.asarray(attention_ops.masked_softmax(scores, mask))
+    expected = np.where(mask, np.exp(scores), 0.0)
+    expected /= expected.sum(-1, keepdims=True)
+    np.testing.assert_allclose(weights, expected, atol=1e-6)
+
+
+def test_fully_masked_row_gives_zero_weights_and_zero_output():
+    scores = rng.normal(size=(1, 2, 4)).astype("float32")
+    value = rng.normal(size=(1, 4, 3)).astype("float32")
+    mask = np.array([[[True, False, True, False], [False] * 4]])
+    output, weights = attention_ops.attend(scores, value, mask)
+    output, weights = np.asarray(output), np.asarray(weights)
+    np.testing.assert_array_equal(weights[0, 1], 0.0)
+    np.testing.assert_array_equal(output[0, 1], 0.0)
+    assert np.isfinite(output).all()
+
+
+def test_masked_softmax_is_float32_and_finite_for_float16_scores():
+    scores = (rng.normal(size=(2, 4, 6)) * 1e4).astype("float16")
+    mask = np.zeros((2, 4, 6), bool)
+    mask[0, :, :2] = True
+    weights = np.asarray(attention_ops.masked_softmax(scores, mask))
+    assert weights.dtype == np.float32
+    assert np.isfinite(weights).all()
+    np.testing.assert_allclose(weights.sum(-1)[0], 1.0, atol=1e-6)
+    np.testing.assert_array_equal(weights[1], 0.0)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_mask_value_is_finite_in_dtype(dtype):
+    import ml_dtypes
+
+    np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
+    value = np.array(attention_ops.mask_value(dtype)).astype(np_dtype)
+    assert np.isfinite(value.astype("float32")) and value < -1e4
+
+
+def test_causal_mask_with_offset():
+    mask = np.asarray(attention_ops.causal_mask(2, 4, offset=2))
+    np.testing.assert_array_equal(
+        mask, [[True, True, True, False], [True, True, True, True]]
+    )
+
+
+def test_compute_attention_mask_combines_all_masks():
+    query = np.zeros((2, 3, 1))
+    key = np.zeros((2, 4, 1))
+    query_mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
+    key_mask = np.array([[1, 1, 1, 0], [1, 0, 1, 1]], bool)
+    explicit = rng.random((2, 3, 4)) > 0.3
+    mask = attention_ops.compute_attention_mask(
+        query, key, query_mask, key_mask, explicit, use_causal_mask=True
+    )
+    causal = np.tril(np.ones((3, 4), bool))
+    expected = query_mask[:, :, None] & key_mask[:, None, :] & explicit & causal
+    np.testing.assert_array_equal(np.asarray(mask), expected)
+
+
+def test_compute_attention_mask_none_without_masks():
+    query = np.zeros((2, 3, 1))
+    assert attention_ops.compute_attention_mask(query, query) is None
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    tq=st.integers(1, 5),
+    tk=st.integers(1, 6),
+    seed=st.integers(0, 1000),
+)
+def test_attend_is_weighted_sum_of_values(tq, tk, seed):
+    r = np.random.default_rng(seed)
+    scores = r.normal(size=(2, tq, tk)).astype("float32")
+    value = r.normal(size=(2, tk, 3)).astype("float32")
+    mask = r.random((2, tq, tk)) > 0.3
+    output, weights = attention_ops.attend(scores, value, mask)
+    expected_w = np.where(mask, np.exp(scores - scores.max()), 0.0)
+    total = expected_w.sum(-1, keepdims=True)
+    expected_w = np.divide(
+        expected_w, total, out=np.zeros_like(expected_w), where=total > 0
+    )
+    np.testing.assert_allclose(np.asarray(weights), expected_w, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(output), expected_w @ value, atol=1e-5
+    )
