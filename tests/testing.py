@@ -93,3 +93,15 @@ def check_layer(
         result = _first(half(*cast, **call_kwargs))
         assert bool(ops.all(ops.isfinite(ops.cast(result, "float32"))))
     return eager
+
+
+def load_example(name):
+    """Import `examples/NAME.py` as a module (examples are not a package)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / name
+    spec = importlib.util.spec_from_file_location(name, f"{path}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
