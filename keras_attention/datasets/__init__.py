@@ -2,3 +2,5 @@
 
 from keras_attention.datasets.stations import weather_field
 from keras_attention.datasets.stations import weather_stations
+from keras_attention.datasets.translation import load_tsv_pairs
+from keras_attention.datasets.translation import toy_translation

@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attention import text
+from keras_attention.datasets import toy_translation
+
+CORPUS = toy_translation(500, seed=0)[0]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return text.Tokenizer(text.build_vocabulary(CORPUS, size=300))
+
+
+def test_vocabulary_starts_with_reserved_tokens(tokenizer):
+    assert tokenizer.vocabulary[:4] == ["[PAD]", "[START]", "[END]", "[UNK]"]
+    assert 4 < tokenizer.vocabulary_size <= 300
+    assert any(token.startswith("##") for token in tokenizer.vocabulary)
+
+
+def test_round_trip_of_corpus_sentences(tokenizer):
+    ids = tokenizer(CORPUS[:50])
+    assert ids.dtype == tf.int32
+    np.testing.assert_array_equal(ids[:, 0], text.START_ID)
+    decoded = [s.decode() for s in tokenizer.detokenize(ids).numpy()]
+    assert decoded == CORPUS[:50]
+
+
+def test_padding_and_end_marker(tokenizer):
+    ids = tokenizer(["a cat", "the large red house is very old"]).numpy()
+    short = ids[0]
+    end = list(short).index(text.END_ID)
+    assert (short[end + 1 :] == text.PAD_ID).all()
+    assert ids.shape[1] == list(ids[1]).index(text.END_ID) + 1
+
+
+def test_normalisation_lower_cases_and_keeps_accents(tokenizer):
+    vocab = text.build_vocabulary(["la niña está feliz"] * 5, size=60)
+    spanish = text.Tokenizer(vocab)
+    decoded = spanish.detokenize(spanish(["LA Niña ESTÁ feliz"]))
+    assert decoded.numpy()[0].decode() == "la niña está feliz"
+
+
+def test_truncation_keeps_start_and_end(tokenizer):
+    ids = tokenizer(["the cat is very large " * 20], max_length=8).numpy()
+    assert ids.shape == (1, 8)
+    assert ids[0, 0] == text.START_ID and ids[0, -1] == text.END_ID
+
+
+def test_unknown_characters_and_bad_bytes_do_not_crash(tokenizer):
+    ids = tokenizer([b"\xff\xfe broken \xc3", "", "Ω≈ç√"]).numpy()
+    assert (ids[:, 0] == text.START_ID).all()
+    assert text.UNK_ID in ids[2]
+    assert list(ids[1][:2]) == [text.START_ID, text.END_ID]
+    out = tokenizer.detokenize(ids).numpy()
+    assert out[1] == b""
+
+
+def test_detokenize_stops_at_first_end(tokenizer):
+    ids = tokenizer(["the cat"]).numpy()
+    garbage = np.concatenate([ids, tokenizer(["a dog"]).numpy()[:, 1:]], 1)
+    assert tokenizer.detokenize(garbage).numpy()[0] == b"the cat"
+
+
+def test_tokenizer_works_in_tf_data(tokenizer):
+    dataset = tf.data.Dataset.from_tensor_slices(CORPUS[:8]).batch(4)
+    batches = list(dataset.map(lambda s: tokenizer(s, max_length=16)))
+    assert [tuple(b.shape) for b in batches] == [(4, 16), (4, 16)]
+
+
+def test_tokenizer_saves_in_a_saved_model(tokenizer, tmp_path):
+    module = tf.Module()
+    module.tokenizer = tokenizer
+    module.encode = tf.function(
+        lambda s: tokenizer(s, max_length=12),
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
+    tf.saved_model.save(module, str(tmp_path))
+    loaded = tf.saved_model.load(str(tmp_path))
+    np.testing.assert_array_equal(
+        loaded.encode(tf.constant(CORPUS[:3])),
+        tokenizer(CORPUS[:3], max_length=12),
+    )
+
+
+def test_vocabulary_file_round_trip(tokenizer, tmp_path):
+    path = tmp_path / "vocab.txt"
+    tokenizer.save_vocabulary(path)
+    assert text.Tokenizer(str(path)).vocabulary == tokenizer.vocabulary
+
+
+def test_bad_vocabulary_and_arguments_raise():
+    with pytest.raises(ValueError, match="must start with"):
+        text.Tokenizer(["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="size"):
+        text.build_vocabulary(["a b"], size=3)
+    with pytest.raises(ValueError, match="empty"):
+        text.build_vocabulary([], size=30)
