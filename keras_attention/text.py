@@ -46,8 +46,9 @@ def build_vocabulary(texts, size, batch_size=1024):
         batch_size: texts per batch while counting words. Defaults to `1024`.
 
     Returns:
-        list of tokens; the first four are `[PAD]`, `[START]`, `[END]`,
-        `[UNK]`, continuation pieces start with `##`.
+        A list of tokens. The first four are the reserved tokens (pad,
+        start, end, unknown, in that order); word-continuation pieces start
+        with `##`.
 
     Example:
     >>> vocab = build_vocabulary(["the cat", "the dog"], size=50)
