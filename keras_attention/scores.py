@@ -89,10 +89,10 @@ class Dot(Score):
     Returns:
         Scores `(..., Tq, Tk)`.
 
-    Example:
-    >>> import numpy as np
-    >>> Dot()(np.ones((1, 2, 3)), np.ones((1, 4, 3))).shape
-    (1, 2, 4)
+    Examples:
+        >>> import numpy as np
+        >>> tuple(Dot()(np.ones((1, 2, 3)), np.ones((1, 4, 3))).shape)
+        (1, 2, 4)
 
     Reference:
         Luong et al., 2015, "Effective Approaches to Attention-based Neural
@@ -122,11 +122,11 @@ class ScaledDot(Score):
     Returns:
         Scores `(..., Tq, Tk)`.
 
-    Example:
-    >>> import numpy as np
-    >>> ScaledDot()(np.ones((1, 2, 4)), np.ones((1, 3, 4)))[0, 0, 0]
-    ... # doctest: +SKIP
-    2.0
+    Examples:
+        >>> import numpy as np
+        >>> ScaledDot()(np.ones((1, 2, 4)), np.ones((1, 3, 4)))[0, 0, 0]
+        ... # doctest: +SKIP
+        2.0
 
     Reference:
         Vaswani et al., 2017, "Attention Is All You Need".
@@ -169,10 +169,10 @@ class General(Score):
     Returns:
         Scores `(..., Tq, Tk)`.
 
-    Example:
-    >>> import numpy as np
-    >>> General()(np.ones((1, 2, 3)), np.ones((1, 4, 5))).shape
-    (1, 2, 4)
+    Examples:
+        >>> import numpy as np
+        >>> tuple(General()(np.ones((1, 2, 3)), np.ones((1, 4, 5))).shape)
+        (1, 2, 4)
 
     Reference:
         Luong et al., 2015, "Effective Approaches to Attention-based Neural
@@ -232,10 +232,11 @@ class Additive(Score):
     Returns:
         Scores `(..., Tq, Tk)`.
 
-    Example:
-    >>> import numpy as np
-    >>> Additive(units=8)(np.ones((1, 2, 3)), np.ones((1, 4, 5))).shape
-    (1, 2, 4)
+    Examples:
+        >>> import numpy as np
+        >>> score = Additive(units=8)
+        >>> tuple(score(np.ones((1, 2, 3)), np.ones((1, 4, 5))).shape)
+        (1, 2, 4)
 
     Reference:
         Bahdanau et al., 2015, "Neural Machine Translation by Jointly
@@ -332,10 +333,10 @@ class Cosine(Score):
     Returns:
         Scores `(..., Tq, Tk)`.
 
-    Example:
-    >>> import numpy as np
-    >>> Cosine()(np.ones((1, 2, 3)), np.ones((1, 4, 3))).shape
-    (1, 2, 4)
+    Examples:
+        >>> import numpy as np
+        >>> tuple(Cosine()(np.ones((1, 2, 3)), np.ones((1, 4, 3))).shape)
+        (1, 2, 4)
 
     Reference:
         Graves et al., 2014, "Neural Turing Machines" (content addressing).
@@ -410,10 +411,10 @@ class Distance(Score):
     Returns:
         Scores `(..., Tq, Tk)` in float32.
 
-    Example:
-    >>> import numpy as np
-    >>> Distance()(np.zeros((1, 1, 2)), np.ones((1, 3, 2))).shape
-    (1, 1, 3)
+    Examples:
+        >>> import numpy as np
+        >>> tuple(Distance()(np.zeros((1, 1, 2)), np.ones((1, 3, 2))).shape)
+        (1, 1, 3)
 
     Reference:
         Nadaraya, 1964; Watson, 1964 (kernel regression); Shepard, 1968
@@ -500,10 +501,11 @@ class Location(Score):
     Returns:
         Scores `(..., Tq, Tk)`.
 
-    Example:
-    >>> import numpy as np
-    >>> Location(max_length=10)(np.ones((1, 2, 3)), np.ones((1, 4, 5))).shape
-    (1, 2, 4)
+    Examples:
+        >>> import numpy as np
+        >>> score = Location(max_length=10)
+        >>> tuple(score(np.ones((1, 2, 3)), np.ones((1, 4, 5))).shape)
+        (1, 2, 4)
 
     Reference:
         Luong et al., 2015, "Effective Approaches to Attention-based Neural
@@ -586,9 +588,9 @@ def get(identifier, **kwargs):
     Returns:
         A score layer.
 
-    Example:
-    >>> get("bahdanau", units=16).__class__.__name__
-    'Additive'
+    Examples:
+        >>> get("bahdanau", units=16).__class__.__name__
+        'Additive'
     """
     if isinstance(identifier, keras.layers.Layer):
         return identifier

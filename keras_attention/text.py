@@ -50,10 +50,10 @@ def build_vocabulary(texts, size, batch_size=1024):
         start, end, unknown, in that order); word-continuation pieces start
         with `##`.
 
-    Example:
-    >>> vocab = build_vocabulary(["the cat", "the dog"], size=50)
-    >>> vocab[:4]
-    ['[PAD]', '[START]', '[END]', '[UNK]']
+    Examples:
+        >>> vocab = build_vocabulary(["the cat", "the dog"] * 20, size=50)
+        >>> len(vocab) <= 50, vocab.index("the") > 3
+        (True, True)
     """
     texts = list(texts)
     if not texts:
@@ -90,11 +90,12 @@ class Tokenizer(tf.Module):
         max_length: default length of `__call__`'s output. Defaults to
             `None` (the longest in the batch).
 
-    Example:
-    >>> tokenizer = Tokenizer(build_vocabulary(["the cat sat"], size=40))
-    >>> ids = tokenizer(["The cat sat."])
-    >>> tokenizer.detokenize(ids).numpy()[0].decode()
-    'the cat sat .'
+    Examples:
+        >>> vocab = build_vocabulary(["the cat sat"] * 20, size=40)
+        >>> tokenizer = Tokenizer(vocab)
+        >>> ids = tokenizer(["The cat sat"])
+        >>> tokenizer.detokenize(ids).numpy()[0].decode()
+        'the cat sat'
     """
 
     def __init__(self, vocabulary, max_length=None, name=None):

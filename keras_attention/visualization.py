@@ -78,12 +78,12 @@ def plot_attention(
     Returns:
         The matplotlib `Figure`.
 
-    Example:
-    >>> fig = plot_attention(
-    ...     [[0.9, 0.1], [0.2, 0.8]], ["he", "hit"], ["il", "a"]
-    ... )
-    >>> fig.axes[0].get_xlabel()
-    'source (keys)'
+    Examples:
+        >>> fig = plot_attention(
+        ...     [[0.9, 0.1], [0.2, 0.8]], ["he", "hit"], ["il", "a"]
+        ... )
+        >>> fig.axes[0].get_xlabel()
+        'source (keys)'
     """
     weights = _as_matrix(weights, "weights", 2)
     _check_labels(source_tokens, weights.shape[1], "source_tokens")
@@ -116,11 +116,11 @@ def plot_heads(weights, tokens=None, target_tokens=None, ncols=4, title=None):
     Returns:
         The matplotlib `Figure`, with one axes per head plus a colorbar.
 
-    Example:
-    >>> import numpy as np
-    >>> fig = plot_heads(np.full((2, 3, 3), 1 / 3))
-    >>> len(fig.axes)  # two heads and a colorbar
-    3
+    Examples:
+        >>> import numpy as np
+        >>> fig = plot_heads(np.full((2, 3, 3), 1 / 3))
+        >>> len(fig.axes)  # two heads and a colorbar
+        3
     """
     weights = _as_matrix(weights, "weights", 3)
     num_heads, query_length, key_length = weights.shape
@@ -166,11 +166,11 @@ def plot_positional_encoding(encoding, title="Sinusoidal positional encoding"):
     Returns:
         The matplotlib `Figure`.
 
-    Example:
-    >>> import numpy as np
-    >>> fig = plot_positional_encoding(np.zeros((8, 4)))
-    >>> fig.axes[0].get_ylabel()
-    'position'
+    Examples:
+        >>> import numpy as np
+        >>> fig = plot_positional_encoding(np.zeros((8, 4)))
+        >>> fig.axes[0].get_ylabel()
+        'position'
     """
     encoding = _as_matrix(encoding, "encoding", 2)
     plt = _pyplot()

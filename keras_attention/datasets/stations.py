@@ -38,10 +38,10 @@ def weather_stations(num_stations=40, num_queries=1000, noise=0.5, seed=0):
         `station_values (J, 2)`, `query_coords (N, 2)` and the true
         `query_values (N, 2)` at the queries.
 
-    Example:
-    >>> data = weather_stations(num_stations=5, num_queries=3)
-    >>> data["station_values"].shape, data["query_coords"].shape
-    ((5, 2), (3, 2))
+    Examples:
+        >>> data = weather_stations(num_stations=5, num_queries=3)
+        >>> data["station_values"].shape, data["query_coords"].shape
+        ((5, 2), (3, 2))
     """
     if num_stations < 1 or num_queries < 1:
         raise ValueError(

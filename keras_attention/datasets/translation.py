@@ -176,10 +176,10 @@ def toy_translation(num_pairs=20000, seed=0):
     Returns:
         Tuple `(sources, targets)` of lists of strings.
 
-    Example:
-    >>> english, spanish = toy_translation(3, seed=1)
-    >>> len(english), len(spanish)
-    (3, 3)
+    Examples:
+        >>> english, spanish = toy_translation(3, seed=1)
+        >>> len(english), len(spanish)
+        (3, 3)
     """
     if num_pairs < 1:
         raise ValueError(

@@ -49,11 +49,11 @@ class Attention(keras.layers.Layer):
         `(B, Tq, dv)`, and the weights `(B, Tq, Tk)` if
         `return_attention_scores`.
 
-    Example:
-    >>> import numpy as np
-    >>> layer = Attention(score="general")
-    >>> layer(np.ones((2, 3, 4)), np.ones((2, 5, 6))).shape
-    (2, 3, 6)
+    Examples:
+        >>> import numpy as np
+        >>> layer = Attention(score="general")
+        >>> tuple(layer(np.ones((2, 3, 4)), np.ones((2, 5, 6))).shape)
+        (2, 3, 6)
 
     Reference:
         Bahdanau et al., 2015; Luong et al., 2015; Vaswani et al., 2017.
@@ -163,10 +163,10 @@ class AttentionPooling(keras.layers.Layer):
     Returns:
         `(B, D)`, and the weights `(B, T)` if `return_attention_scores`.
 
-    Example:
-    >>> import numpy as np
-    >>> AttentionPooling()(np.ones((2, 5, 8))).shape
-    (2, 8)
+    Examples:
+        >>> import numpy as np
+        >>> tuple(AttentionPooling()(np.ones((2, 5, 8))).shape)
+        (2, 8)
 
     Reference:
         Yang et al., 2016, "Hierarchical Attention Networks for Document
