@@ -1,0 +1,326 @@
+"""Positional encodings: sinusoidal, learned, token + position, rotary."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_attention import ops as attention_ops
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class SinusoidalPositionalEncoding(keras.layers.Layer):
+    """The sinusoidal position encoding of Vaswani et al.
+
+    `PE(p, 2i) = sin(p / λ^(2i/d))`, `PE(p, 2i+1) = cos(p / λ^(2i/d))` with
+    `λ = max_wavelength`: each pair of features is a clock of its own
+    frequency, so a relative offset is a linear function of the encoding.
+    Returns the encoding (to be added to the embeddings), with the same
+    values as `keras_hub.layers.SinePositionEncoding`.
+
+    Args:
+        max_wavelength: the longest wavelength `λ`. Defaults to `10000`.
+
+    Call arguments:
+        inputs: `(B, T, d)` (only the shape is used).
+        start_index: position of the first step, e.g. the cache index while
+            decoding. Defaults to `0`.
+
+    Returns:
+        `(B, T, d)` encodings of positions `start_index .. start_index+T-1`.
+
+    Examples:
+        >>> import numpy as np
+        >>> tuple(SinusoidalPositionalEncoding()(np.zeros((2, 5, 8))).shape)
+        (2, 5, 8)
+
+    Reference:
+        Vaswani et al., 2017, "Attention Is All You Need", section 3.5.
+    """
+
+    def __init__(self, max_wavelength=10000, **kwargs):
+        super().__init__(**kwargs)
+        if max_wavelength <= 0:
+            raise ValueError(
+                "`max_wavelength` must be positive. "
+                f"Received: {max_wavelength=}"
+            )
+        self.max_wavelength = max_wavelength
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        shape = ops.shape(inputs)
+        length, dim = shape[-2], shape[-1]
+        positions = ops.cast(ops.arange(length) + start_index, "float32")
+        # Feature 2i and 2i+1 share the frequency λ^(-2i/d).
+        exponents = ops.cast(2 * (ops.arange(dim) // 2), "float32") / dim
+        frequencies = ops.power(1.0 / self.max_wavelength, exponents)  # (d,)
+        angles = positions[:, None] * frequencies[None, :]  # (T, d)
+        is_cosine = ops.equal(ops.arange(dim) % 2, 1)  # odd features
+        encoding = ops.where(is_cosine, ops.cos(angles), ops.sin(angles))
+        encoding = ops.cast(encoding, self.compute_dtype)
+        return ops.broadcast_to(encoding, shape)
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_wavelength": self.max_wavelength}
+
+
+def _check_length(length, max_length):
+    if isinstance(length, int) and length > max_length:
+        raise ValueError(
+            "The sequence is longer than `max_length`. Received: sequence "
+            f"length={length}, max_length={max_length}"
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class LearnedPositionalEmbedding(keras.layers.Layer):
+    """A trainable vector per position: `PE(p) = W[p]`.
+
+    Args:
+        max_length: the longest sequence (the number of rows of `W`).
+        initializer: initializer of `W`. Defaults to `"glorot_uniform"`.
+
+    Call arguments:
+        inputs: `(B, T, d)` (only the shape is used), `T <= max_length`.
+        start_index: position of the first step. Defaults to `0`.
+
+    Returns:
+        `(B, T, d)` embeddings of positions `start_index .. start_index+T-1`.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = LearnedPositionalEmbedding(max_length=16)
+        >>> tuple(layer(np.zeros((2, 5, 8))).shape)
+        (2, 5, 8)
+
+    Reference:
+        Gehring et al., 2017, "Convolutional Sequence to Sequence Learning";
+        Devlin et al., 2019 (BERT).
+    """
+
+    def __init__(self, max_length, initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(max_length, int) or max_length <= 0:
+            raise ValueError(
+                f"`max_length` must be a positive int. Received: {max_length=}"
+            )
+        self.max_length = max_length
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, inputs_shape):
+        _check_length(inputs_shape[-2], self.max_length)
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=(self.max_length, inputs_shape[-1]),
+            initializer=self.initializer,
+        )
+
+    def call(self, inputs, start_index=0):
+        shape = ops.shape(inputs)
+        _check_length(shape[-2], self.max_length)
+        rows = ops.slice(
+            self.embeddings, (start_index, 0), (shape[-2], shape[-1])
+        )  # (T, d)
+        return ops.broadcast_to(ops.cast(rows, self.compute_dtype), shape)
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "max_length": self.max_length,
+            "initializer": keras.initializers.serialize(self.initializer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """Token embedding plus position encoding, the input of a Transformer.
+
+    `x_t = E[token_t] · √d + PE(t)`; the `√d` scaling (Vaswani et al.,
+    section 3.4) keeps the token embeddings from being drowned by the
+    position signal. With `mask_zero=True`, token id 0 is padding and the
+    mask is passed on to the next layers.
+
+    Args:
+        vocab_size: number of token ids `V`.
+        embedding_dim: size `d` of the embeddings.
+        max_length: the longest sequence; required for
+            `positional="learned"`. Defaults to `None`.
+        positional: `"sinusoidal"`, `"learned"` or `None` (no position).
+            Defaults to `"sinusoidal"`.
+        mask_zero: whether id 0 is padding. Defaults to `True`.
+        scale_embeddings: whether to multiply the token embeddings by `√d`.
+            Defaults to `True`.
+        max_wavelength: of the sinusoidal encoding. Defaults to `10000`.
+        embeddings_initializer: of the token embedding. Defaults to
+            `"uniform"`.
+
+    Call arguments:
+        inputs: int `(B, T)`.
+        start_index: position of the first token. Defaults to `0`.
+
+    Returns:
+        `(B, T, d)`, with the mask `inputs != 0` if `mask_zero`.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = TokenAndPositionEmbedding(vocab_size=10, embedding_dim=4)
+        >>> tuple(layer(np.array([[3, 4, 0]])).shape)
+        (1, 3, 4)
+
+    Reference:
+        Vaswani et al., 2017, "Attention Is All You Need".
+    """
+
+    positionals = ("sinusoidal", "learned", None)
+
+    def __init__(
+        self,
+        vocab_size,
+        embedding_dim,
+        max_length=None,
+        positional="sinusoidal",
+        mask_zero=True,
+        scale_embeddings=True,
+        max_wavelength=10000,
+        embeddings_initializer="uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if positional not in self.positionals:
+            raise ValueError(
+                f"`positional` must be one of {self.positionals}. "
+                f"Received: {positional=}"
+            )
+        if positional == "learned" and max_length is None:
+            raise ValueError(
+                '`positional="learned"` needs `max_length`. '
+                f"Received: {max_length=}"
+            )
+        self.vocab_size = vocab_size
+        self.embedding_dim = embedding_dim
+        self.max_length = max_length
+        self.positional = positional
+        self.mask_zero = mask_zero
+        self.scale_embeddings = scale_embeddings
+        self.max_wavelength = max_wavelength
+        self.embeddings_initializer = keras.initializers.get(
+            embeddings_initializer
+        )
+        self.token_embedding = keras.layers.Embedding(
+            vocab_size,
+            embedding_dim,
+            embeddings_initializer=self.embeddings_initializer,
+            name="token_embedding",
+            dtype=self.dtype_policy,
+        )
+        self.position_embedding = None
+        if positional == "learned":
+            self.position_embedding = LearnedPositionalEmbedding(
+                max_length, name="position_embedding", dtype=self.dtype_policy
+            )
+        elif positional == "sinusoidal":
+            self.position_embedding = SinusoidalPositionalEncoding(
+                max_wavelength,
+                name="position_embedding",
+                dtype=self.dtype_policy,
+            )
+        self.supports_masking = mask_zero
+
+    def build(self, inputs_shape):
+        if self.max_length is not None:
+            _check_length(inputs_shape[-1], self.max_length)
+        self.token_embedding.build(inputs_shape)
+        if self.position_embedding is not None:
+            self.position_embedding.build(
+                tuple(inputs_shape) + (self.embedding_dim,)
+            )
+
+    def call(self, inputs, start_index=0):
+        embeddings = self.token_embedding(inputs)  # (B, T, d)
+        if self.scale_embeddings:
+            scale = math.sqrt(self.embedding_dim)
+            embeddings = embeddings * ops.cast(scale, embeddings.dtype)
+        if self.position_embedding is not None:
+            embeddings = embeddings + self.position_embedding(
+                embeddings, start_index=start_index
+            )
+        return embeddings
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.mask_zero:
+            return None
+        return ops.not_equal(inputs, 0)
+
+    def compute_output_shape(self, inputs_shape):
+        return tuple(inputs_shape) + (self.embedding_dim,)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "embedding_dim": self.embedding_dim,
+            "max_length": self.max_length,
+            "positional": self.positional,
+            "mask_zero": self.mask_zero,
+            "scale_embeddings": self.scale_embeddings,
+            "max_wavelength": self.max_wavelength,
+            "embeddings_initializer": keras.initializers.serialize(
+                self.embeddings_initializer
+            ),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class RotaryEmbedding(keras.layers.Layer):
+    """Rotary position embedding (RoPE) of `(B, T, H, D)` or `(B, T, D)`.
+
+    Rotates each feature pair `(x_i, x_{i+D/2})` of the vector at position
+    `p` by the angle `p · λ^(-2i/D)`, so that `⟨RoPE(q, m), RoPE(k, n)⟩`
+    depends only on `m − n` (see `keras_attention.ops.rotary_embedding`).
+    Same values as `keras_hub.layers.RotaryEmbedding`.
+
+    Args:
+        max_wavelength: the longest wavelength `λ`. Defaults to `10000`.
+
+    Call arguments:
+        inputs: `(B, T, H, D)` or `(B, T, D)`, `D` even.
+        start_index: position of the first step. Defaults to `0`.
+
+    Returns:
+        The rotated inputs, same shape.
+
+    Examples:
+        >>> import numpy as np
+        >>> tuple(RotaryEmbedding()(np.ones((2, 5, 4, 8))).shape)
+        (2, 5, 4, 8)
+
+    Reference:
+        Su et al., 2021, "RoFormer: Enhanced Transformer with Rotary Position
+        Embedding".
+    """
+
+    def __init__(self, max_wavelength=10000, **kwargs):
+        super().__init__(**kwargs)
+        self.max_wavelength = max_wavelength
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        positions = ops.arange(ops.shape(inputs)[1]) + start_index  # (T,)
+        for _ in range(len(inputs.shape) - 3):
+            positions = positions[:, None]  # (T, 1) for (B, T, H, D)
+        return attention_ops.rotary_embedding(
+            inputs, positions, self.max_wavelength
+        )
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_wavelength": self.max_wavelength}

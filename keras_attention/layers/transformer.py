@@ -1,0 +1,674 @@
+"""Transformer encoder and decoder blocks, and their stacks."""
+
+import keras
+from keras import ops
+
+from keras_attention import scores
+from keras_attention.layers.attention import check_dropout
+from keras_attention.layers.multi_head import MultiHeadAttention
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class FeedForward(keras.layers.Layer):
+    """Position-wise feed-forward network: `act(x W_1 + b_1) W_2 + b_2`.
+
+    Shared by the encoder and decoder blocks.
+
+    Args:
+        intermediate_dim: hidden size.
+        activation: hidden activation. Defaults to `"relu"`.
+        dropout: dropout after the activation. Defaults to `0.0`.
+        kernel_initializer: of both kernels. Defaults to `"glorot_uniform"`.
+
+    Call arguments:
+        inputs: `(B, T, d)`.
+        training: whether dropout is active.
+
+    Returns:
+        `(B, T, d)`.
+
+    Reference:
+        Vaswani et al., 2017, section 3.3.
+    """
+
+    def __init__(
+        self,
+        intermediate_dim,
+        activation="relu",
+        dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_dropout(dropout)
+        self.intermediate_dim = intermediate_dim
+        self.activation = keras.activations.get(activation)
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    def build(self, inputs_shape):
+        init = self.kernel_initializer
+        self.intermediate = keras.layers.Dense(
+            self.intermediate_dim,
+            activation=self.activation,
+            kernel_initializer=init.__class__.from_config(init.get_config()),
+            name="intermediate",
+            dtype=self.dtype_policy,
+        )
+        self.intermediate.build(inputs_shape)
+        self.dropout_layer = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy
+        )
+        self.output_dense = keras.layers.Dense(
+            inputs_shape[-1],
+            kernel_initializer=init.__class__.from_config(init.get_config()),
+            name="output",
+            dtype=self.dtype_policy,
+        )
+        self.output_dense.build(
+            tuple(inputs_shape[:-1]) + (self.intermediate_dim,)
+        )
+
+    def call(self, inputs, training=None):
+        hidden = self.dropout_layer(
+            self.intermediate(inputs), training=training
+        )
+        return self.output_dense(hidden)
+
+    def compute_output_shape(self, inputs_shape):
+        return inputs_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "intermediate_dim": self.intermediate_dim,
+            "activation": keras.activations.serialize(self.activation),
+            "dropout": self.dropout,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+        }
+
+
+class _Block(keras.layers.Layer):
+    """What encoder and decoder blocks share: arguments, residual, FFN.
+
+    Each sublayer `f` is wrapped as `x + dropout(f(norm(x)))` (pre-norm,
+    `norm_first=True`) or `norm(x + dropout(f(x)))` (post-norm, the
+    original Transformer).
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        intermediate_dim,
+        dropout=0.0,
+        activation="relu",
+        norm_first=False,
+        layer_norm_epsilon=1e-5,
+        score="scaled_dot",
+        key_dim=None,
+        num_key_value_heads=None,
+        rotary_max_wavelength=None,
+        chunk_size=None,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_dropout(dropout)
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.dropout = dropout
+        self.activation = keras.activations.get(activation)
+        self.norm_first = norm_first
+        self.layer_norm_epsilon = layer_norm_epsilon
+        # Kept as a config: each attention builds a score layer of its own.
+        self.score = scores.serialize(scores.get(score))
+        self.key_dim = key_dim
+        self.num_key_value_heads = num_key_value_heads
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.chunk_size = chunk_size
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    def _attention(self, hidden_dim, name, rotary=True):
+        key_dim = self.key_dim or max(hidden_dim // self.num_heads, 1)
+        return MultiHeadAttention(
+            self.num_heads,
+            key_dim,
+            dropout=self.dropout,
+            kernel_initializer=keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+            score=scores.get(self.score),
+            num_key_value_heads=self.num_key_value_heads,
+            # Positions are those of the sequence attending to itself.
+            rotary_max_wavelength=self.rotary_max_wavelength
+            if rotary
+            else None,
+            chunk_size=self.chunk_size,
+            name=name,
+            dtype=self.dtype_policy,
+        )
+
+    def _norm(self, inputs_shape, name):
+        norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, name=name, dtype=self.dtype_policy
+        )
+        norm.build(inputs_shape)
+        return norm
+
+    def _build_feed_forward(self, inputs_shape):
+        self.feed_forward = FeedForward(
+            self.intermediate_dim,
+            self.activation,
+            self.dropout,
+            keras.initializers.serialize(self.kernel_initializer),
+            name="feed_forward",
+            dtype=self.dtype_policy,
+        )
+        self.feed_forward.build(inputs_shape)
+        self.feed_forward_norm = self._norm(inputs_shape, "feed_forward_norm")
+        self.dropout_layer = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy
+        )
+
+    def _residual(self, x, sublayer, norm, training):
+        """Apply `sublayer` with a residual connection and a layer norm.
+
+        `sublayer(h)` returns the new features, or a tuple whose first item
+        they are (the rest, e.g. weights and cache, is returned as is).
+        """
+        result = sublayer(norm(x) if self.norm_first else x)
+        extra = ()
+        if isinstance(result, tuple):
+            result, *extra = result
+        x = x + self.dropout_layer(result, training=training)
+        return (x if self.norm_first else norm(x)), tuple(extra)
+
+    def _feed_forward(self, x, training):
+        return self._residual(
+            x,
+            lambda h: self.feed_forward(h, training=training),
+            self.feed_forward_norm,
+            training,
+        )[0]
+
+    def compute_output_shape(self, inputs_shape, *args, **kwargs):
+        return inputs_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "activation": keras.activations.serialize(self.activation),
+            "norm_first": self.norm_first,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "score": self.score,
+            "key_dim": self.key_dim,
+            "num_key_value_heads": self.num_key_value_heads,
+            "rotary_max_wavelength": self.rotary_max_wavelength,
+            "chunk_size": self.chunk_size,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class TransformerEncoderBlock(_Block):
+    """Transformer encoder block: self-attention, then feed-forward.
+
+    `h = x + MHA(x, x)`, `y = h + FFN(h)`, each with dropout and a layer norm
+    (after the residual by default, before the sublayer with
+    `norm_first=True`). Padded positions (mask from
+    `Embedding(mask_zero=True)` or `mask`) are never attended to, so they do
+    not change the outputs of real positions.
+
+    Args:
+        num_heads: attention heads `H`.
+        intermediate_dim: hidden size of the feed-forward network.
+        dropout: dropout rate everywhere. Defaults to `0.0`.
+        activation: of the feed-forward network. Defaults to `"relu"`.
+        norm_first: pre-norm if `True`, post-norm otherwise. Defaults to
+            `False`.
+        layer_norm_epsilon: Defaults to `1e-5`.
+        score: score of the attention. Defaults to `"scaled_dot"`.
+        key_dim: head size `D`. Defaults to `d / H`.
+        num_key_value_heads, rotary_max_wavelength, chunk_size: see
+            `MultiHeadAttention` (rotary embedding applies to self-attention
+            only). Default to `None`.
+        kernel_initializer: Defaults to `"glorot_uniform"`.
+
+    Call arguments:
+        inputs: `(B, T, d)`.
+        mask: optional bool `(B, T)`, `True` for real tokens.
+        attention_mask: optional bool `(B, T, T)`.
+        use_causal_mask: whether position `i` only sees `j <= i`.
+        return_attention_scores: whether to also return the weights.
+        training: whether dropout is active.
+
+    Returns:
+        `(B, T, d)`, and the weights `(B, H, T, T)` if
+        `return_attention_scores`.
+
+    Examples:
+        >>> import numpy as np
+        >>> block = TransformerEncoderBlock(num_heads=2, intermediate_dim=16)
+        >>> tuple(block(np.ones((2, 5, 8))).shape)
+        (2, 5, 8)
+
+    Reference:
+        Vaswani et al., 2017; Xiong et al., 2020 (pre-norm).
+    """
+
+    def build(self, inputs_shape):
+        self.self_attention = self._attention(
+            inputs_shape[-1], "self_attention"
+        )
+        self.self_attention.build(inputs_shape, inputs_shape)
+        self.self_attention_norm = self._norm(
+            inputs_shape, "self_attention_norm"
+        )
+        self._build_feed_forward(inputs_shape)
+
+    def call(
+        self,
+        inputs,
+        mask=None,
+        attention_mask=None,
+        use_causal_mask=False,
+        return_attention_scores=False,
+        training=None,
+    ):
+        x, extra = self._residual(
+            inputs,
+            lambda h: self.self_attention(
+                h,
+                h,
+                query_mask=mask,
+                value_mask=mask,
+                attention_mask=attention_mask,
+                use_causal_mask=use_causal_mask,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            ),
+            self.self_attention_norm,
+            training,
+        )
+        x = self._feed_forward(x, training)
+        return (x, *extra) if return_attention_scores else x
+
+    def compute_output_spec(
+        self, inputs, return_attention_scores=False, **kwargs
+    ):
+        output = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        batch, length = inputs.shape[:2]
+        shape = (batch, self.num_heads, length, length)
+        return output, keras.KerasTensor(shape, dtype="float32")
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class TransformerDecoderBlock(_Block):
+    """Transformer decoder block: causal self-attention, cross-attention, FFN.
+
+    `h = x + MHA_causal(x, x)`, then (when `encoder_outputs` is given)
+    `h = h + MHA(h, encoder_outputs)`, then `y = h + FFN(h)`, each with
+    dropout and a layer norm (pre- or post-norm as `norm_first`).
+
+    For fast decoding pass a self-attention `cache` `(B, 2, T_max, H_kv, D)`
+    and `cache_update_index`: the new tokens' keys/values are written at the
+    index, the tokens attend to everything before them, and the updated
+    cache is returned (step by step == full sequence).
+
+    Args:
+        Same as `TransformerEncoderBlock`.
+
+    Call arguments:
+        inputs: `(B, T, d)`.
+        encoder_outputs: optional `(B, S, d_e)`; adds cross-attention.
+        mask: optional bool `(B, T)` (filled from Keras masks).
+        encoder_outputs_mask: optional bool `(B, S)` (filled from Keras
+            masks).
+        attention_mask: optional bool `(B, T, T)` for the self-attention.
+        cache: optional `(B, 2, T_max, H_kv, D)` self-attention cache.
+        cache_update_index: int or scalar tensor, the position of `inputs`.
+        return_attention_scores: whether to also return the weights.
+        training: whether dropout is active.
+
+    Returns:
+        `(B, T, d)`; then if `return_attention_scores` a dict with
+        `"self_attention"` `(B, H, T, T')` and, with `encoder_outputs`,
+        `"cross_attention"` `(B, H, T, S)`; then the cache if one was passed.
+
+    Examples:
+        >>> import numpy as np
+        >>> block = TransformerDecoderBlock(num_heads=2, intermediate_dim=16)
+        >>> tuple(block(np.ones((2, 5, 8)), np.ones((2, 7, 8))).shape)
+        (2, 5, 8)
+
+    Reference:
+        Vaswani et al., 2017, "Attention Is All You Need".
+    """
+
+    def build(self, inputs_shape, encoder_outputs_shape=None):
+        self.self_attention = self._attention(
+            inputs_shape[-1], "self_attention"
+        )
+        self.self_attention.build(inputs_shape, inputs_shape)
+        self.self_attention_norm = self._norm(
+            inputs_shape, "self_attention_norm"
+        )
+        self.cross_attention = None
+        if encoder_outputs_shape is not None:
+            self.cross_attention = self._attention(
+                inputs_shape[-1], "cross_attention", rotary=False
+            )
+            self.cross_attention.build(inputs_shape, encoder_outputs_shape)
+            self.cross_attention_norm = self._norm(
+                inputs_shape, "cross_attention_norm"
+            )
+        self._build_feed_forward(inputs_shape)
+
+    def call(
+        self,
+        inputs,
+        encoder_outputs=None,
+        mask=None,
+        encoder_outputs_mask=None,
+        attention_mask=None,
+        cache=None,
+        cache_update_index=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        if (encoder_outputs is None) != (self.cross_attention is None):
+            raise ValueError(
+                "Call the block with `encoder_outputs` always or never (it "
+                "was built with"
+                f"{'' if self.cross_attention else 'out'} them)."
+            )
+        x, extra = self._residual(
+            inputs,
+            lambda h: self.self_attention(
+                h,
+                h,
+                query_mask=mask,
+                value_mask=None if cache is not None else mask,
+                attention_mask=attention_mask,
+                use_causal_mask=True,
+                return_attention_scores=return_attention_scores,
+                training=training,
+                cache=cache,
+                cache_update_index=cache_update_index,
+            ),
+            self.self_attention_norm,
+            training,
+        )
+        weights = {}
+        if return_attention_scores:
+            weights["self_attention"], *extra = extra
+        if cache is not None:
+            cache = extra[0]
+        if encoder_outputs is not None:
+            x, cross = self._residual(
+                x,
+                lambda h: self.cross_attention(
+                    h,
+                    encoder_outputs,
+                    query_mask=mask,
+                    value_mask=encoder_outputs_mask,
+                    return_attention_scores=return_attention_scores,
+                    training=training,
+                ),
+                self.cross_attention_norm,
+                training,
+            )
+            if return_attention_scores:
+                weights["cross_attention"] = cross[0]
+        x = self._feed_forward(x, training)
+        results = (x,)
+        if return_attention_scores:
+            results += (weights,)
+        if cache is not None:
+            results += (cache,)
+        return results[0] if len(results) == 1 else results
+
+    def compute_output_spec(
+        self,
+        inputs,
+        encoder_outputs=None,
+        cache=None,
+        return_attention_scores=False,
+        **kwargs,
+    ):
+        results = (keras.KerasTensor(inputs.shape, dtype=self.compute_dtype),)
+        batch, length = inputs.shape[:2]
+        if return_attention_scores:
+            keys = length if cache is None else cache.shape[2]
+            weights = {
+                "self_attention": keras.KerasTensor(
+                    (batch, self.num_heads, length, keys), dtype="float32"
+                )
+            }
+            if encoder_outputs is not None:
+                weights["cross_attention"] = keras.KerasTensor(
+                    (batch, self.num_heads, length, encoder_outputs.shape[1]),
+                    dtype="float32",
+                )
+            results += (weights,)
+        if cache is not None:
+            results += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+        return results[0] if len(results) == 1 else results
+
+
+def _stack_config(layer):
+    config = layer.blocks[0].get_config()
+    for key in ("name", "trainable", "dtype"):
+        config.pop(key, None)
+    return config
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class TransformerEncoder(keras.layers.Layer):
+    """A stack of `num_layers` `TransformerEncoderBlock`s.
+
+    With `norm_first=True` a final layer norm follows the stack (as in
+    pre-norm Transformers).
+
+    Args:
+        num_layers: number of blocks.
+        **kwargs: arguments of `TransformerEncoderBlock` (and of `Layer`).
+
+    Call arguments:
+        inputs: `(B, T, d)`.
+        mask: optional bool `(B, T)`.
+        return_attention_scores: whether to also return a list of weights
+            `(B, H, T, T)`, one per block.
+        training: whether dropout is active.
+
+    Returns:
+        `(B, T, d)`, and the list of weights if `return_attention_scores`.
+
+    Examples:
+        >>> import numpy as np
+        >>> encoder = TransformerEncoder(2, num_heads=2, intermediate_dim=16)
+        >>> tuple(encoder(np.ones((2, 5, 8))).shape)
+        (2, 5, 8)
+    """
+
+    block_class = TransformerEncoderBlock
+
+    def __init__(self, num_layers, **kwargs):
+        base = {
+            key: kwargs.pop(key)
+            for key in ("name", "trainable", "dtype")
+            if key in kwargs
+        }
+        super().__init__(**base)
+        self.num_layers = num_layers
+        self.blocks = [
+            self.block_class(
+                **kwargs, name=f"block_{i}", dtype=self.dtype_policy
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = None
+        if self.blocks[0].norm_first:
+            self.final_norm = keras.layers.LayerNormalization(
+                epsilon=self.blocks[0].layer_norm_epsilon,
+                name="final_norm",
+                dtype=self.dtype_policy,
+            )
+        self.supports_masking = True
+
+    def build(self, inputs_shape):
+        for block in self.blocks:
+            block.build(inputs_shape)
+        if self.final_norm is not None:
+            self.final_norm.build(inputs_shape)
+
+    def call(
+        self, inputs, mask=None, return_attention_scores=False, training=None
+    ):
+        x, weights = inputs, []
+        for block in self.blocks:
+            x = block(
+                x,
+                mask=mask,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            )
+            if return_attention_scores:
+                x, layer_weights = x
+                weights.append(layer_weights)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return (x, weights) if return_attention_scores else x
+
+    def compute_output_shape(self, inputs_shape, *args, **kwargs):
+        return inputs_shape
+
+    def compute_output_spec(
+        self, inputs, return_attention_scores=False, **kwargs
+    ):
+        output = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        weights = self.blocks[0].compute_output_spec(inputs, True)[1]
+        return output, [weights] * self.num_layers
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            **_stack_config(self),
+            "num_layers": self.num_layers,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class TransformerDecoder(TransformerEncoder):
+    """A stack of `num_layers` `TransformerDecoderBlock`s.
+
+    Args:
+        num_layers: number of blocks.
+        **kwargs: arguments of `TransformerDecoderBlock` (and of `Layer`).
+
+    Call arguments:
+        inputs: `(B, T, d)`.
+        encoder_outputs: optional `(B, S, d_e)`.
+        mask: optional bool `(B, T)`.
+        encoder_outputs_mask: optional bool `(B, S)`.
+        cache: optional `(B, num_layers, 2, T_max, H_kv, D)`.
+        cache_update_index: int or scalar tensor.
+        return_attention_scores: whether to also return a list of weight
+            dicts, one per block.
+        training: whether dropout is active.
+
+    Returns:
+        `(B, T, d)`; then the list of weights if `return_attention_scores`;
+        then the updated cache if one was passed.
+
+    Examples:
+        >>> import numpy as np
+        >>> decoder = TransformerDecoder(2, num_heads=2, intermediate_dim=16)
+        >>> tuple(decoder(np.ones((2, 5, 8)), np.ones((2, 7, 8))).shape)
+        (2, 5, 8)
+    """
+
+    block_class = TransformerDecoderBlock
+
+    def build(self, inputs_shape, encoder_outputs_shape=None):
+        for block in self.blocks:
+            block.build(inputs_shape, encoder_outputs_shape)
+        if self.final_norm is not None:
+            self.final_norm.build(inputs_shape)
+
+    def call(
+        self,
+        inputs,
+        encoder_outputs=None,
+        mask=None,
+        encoder_outputs_mask=None,
+        cache=None,
+        cache_update_index=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        x, weights, caches = inputs, [], []
+        for i, block in enumerate(self.blocks):
+            results = block(
+                x,
+                encoder_outputs,
+                mask=mask,
+                encoder_outputs_mask=encoder_outputs_mask,
+                cache=None if cache is None else cache[:, i],
+                cache_update_index=cache_update_index,
+                return_attention_scores=return_attention_scores,
+                training=training,
+            )
+            if cache is None and not return_attention_scores:
+                results = (results,)
+            x = results[0]
+            if return_attention_scores:
+                weights.append(results[1])
+            if cache is not None:
+                caches.append(results[-1])
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        results = (x,)
+        if return_attention_scores:
+            results += (weights,)
+        if cache is not None:
+            results += (ops.stack(caches, axis=1),)
+        return results[0] if len(results) == 1 else results
+
+    def compute_output_spec(
+        self,
+        inputs,
+        encoder_outputs=None,
+        cache=None,
+        return_attention_scores=False,
+        **kwargs,
+    ):
+        block_cache = None
+        if cache is not None:
+            block_cache = keras.KerasTensor(
+                (cache.shape[0],) + tuple(cache.shape[2:]), dtype=cache.dtype
+            )
+        spec = self.blocks[0].compute_output_spec(
+            inputs, encoder_outputs, block_cache, return_attention_scores
+        )
+        if cache is None and not return_attention_scores:
+            return spec
+        results = (spec[0],)
+        if return_attention_scores:
+            results += ([spec[1]] * self.num_layers,)
+        if cache is not None:
+            results += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+        return results
