@@ -1,0 +1,435 @@
+"""Autoregressive decoding: greedy search, beam search and sampling.
+
+Pure functions of a `step_fn` over `keras.ops.while_loop` with a fixed
+`max_length`, so they compile under XLA (`jit_compile=True`), contain no
+custom ops and run inside an exported SavedModel.
+
+`step_fn(tokens, state, index) -> (logits, new_state)` maps the previous
+tokens `(B,)` int, a decoder state (any nest of tensors with batch first) and
+the step index to next-token logits `(B, V)`. For `beam_search` with a
+coverage penalty it also returns the step's attention weights:
+`(logits, new_state, alignments (B, S))`. Beam search tiles the state over
+the beams itself: the caller never tiles.
+
+Returned tokens exclude the start token; positions after the first `end_id`
+hold `pad_id`. Reserved ids: pad 0, start 1, end 2, unknown 3.
+"""
+
+import random
+
+import keras
+from keras import ops
+
+NEG_INF = -1.0e9  # finite "minus infinity": no inf - inf in float32
+
+
+def _call_step(step_fn, tokens, state, index):
+    """Run `step_fn`; returns `(logits float32, state, alignments or None)`."""
+    result = step_fn(tokens, state, index)
+    if len(result) not in (2, 3):
+        raise ValueError(
+            "`step_fn` must return `(logits, state)` or `(logits, state, "
+            f"alignments)`. Received: a tuple of {len(result)}"
+        )
+    alignments = result[2] if len(result) == 3 else None
+    return ops.cast(result[0], "float32"), result[1], alignments
+
+
+def _check(max_length, end_id, pad_id):
+    if int(max_length) <= 0:
+        raise ValueError(
+            f"`max_length` must be positive. Received: {max_length=}"
+        )
+    if end_id is not None and end_id == pad_id:
+        raise ValueError(
+            f"`end_id` and `pad_id` must differ. Received: {end_id=}, {pad_id=}"
+        )
+
+
+def _write(tokens, index, values):
+    """`tokens[..., index] = values`, as an elementwise `where` (no scatter).
+
+    A `where` against a one-hot position is portable: no XLA-only
+    `DynamicUpdateSlice`, and cheap for the short outputs decoded here.
+    """
+    position = ops.equal(ops.arange(ops.shape(tokens)[-1]), index)
+    return ops.where(position, ops.expand_dims(values, -1), tokens)
+
+
+def _decode(
+    choose, step_fn, initial_state, start_ids, max_length, end_id, pad_id
+):
+    """Shared loop of greedy search and sampling: `choose(logits, index)`."""
+    _check(max_length, end_id, pad_id)
+    start_ids = ops.cast(start_ids, "int32")
+    batch = ops.shape(start_ids)[0]
+    tokens = ops.full((batch, max_length), pad_id, "int32")  # (B, L)
+    finished = ops.zeros((batch,), "bool")
+
+    def cond(index, tokens, last, finished, state):
+        return ops.logical_and(
+            index < max_length, ops.logical_not(ops.all(finished))
+        )
+
+    def body(index, tokens, last, finished, state):
+        logits, state, _ = _call_step(step_fn, last, state, index)  # (B, V)
+        chosen = ops.cast(choose(logits, index), "int32")  # (B,)
+        chosen = ops.where(finished, pad_id, chosen)
+        tokens = _write(tokens, index, chosen)
+        if end_id is not None:
+            finished = ops.logical_or(finished, ops.equal(chosen, end_id))
+        return index + 1, tokens, chosen, finished, state
+
+    loop_vars = (0, tokens, start_ids, finished, initial_state)
+    return ops.while_loop(cond, body, loop_vars)[1]
+
+
+def greedy_search(
+    step_fn, initial_state, start_ids, max_length, end_id=None, pad_id=0
+):
+    """Decode by taking the most likely token at every step.
+
+    `y_t = argmax_v p(v | y_<t, x)`.
+
+    Args:
+        step_fn: `(tokens (B,), state, index) -> (logits (B, V), state)`.
+        initial_state: nest of tensors with batch first.
+        start_ids: int `(B,)`, the first input tokens.
+        max_length: int, the number of tokens generated.
+        end_id: id that ends a sequence, or `None`. Defaults to `None`.
+        pad_id: id written after the end token. Defaults to `0`.
+
+    Returns:
+        int32 tokens `(B, max_length)`.
+
+    Examples:
+        >>> import numpy as np
+        >>> def step_fn(tokens, state, index):  # always predicts token + 1
+        ...     return keras.ops.one_hot(tokens + 1, 6), state
+        >>> np.asarray(greedy_search(step_fn, (), np.array([1]), 5, end_id=4))
+        array([[2, 3, 4, 0, 0]], dtype=int32)
+    """
+
+    def choose(logits, index):
+        return ops.argmax(logits, axis=-1)
+
+    return _decode(
+        choose, step_fn, initial_state, start_ids, max_length, end_id, pad_id
+    )
+
+
+def _uniform(seed, index, shape):
+    """Stateless uniform `[0, 1)` noise from `(seed, index, position)`.
+
+    A counter-based hash (the murmur3 finaliser) in integer `keras.ops`:
+    pure, reproducible, XLA-compilable, and the seed may be a tensor.
+    """
+    count = ops.cast(
+        ops.reshape(ops.arange(shape[0] * shape[1]), shape), "uint32"
+    )
+    seed = ops.cast(seed, "uint32")
+    step = ops.cast(index, "uint32")
+    x = count * 0x9E3779B1 + step * 0x85EBCA77 + seed * 0xC2B2AE3D
+    x = ops.bitwise_xor(x, ops.right_shift(x, 16)) * 0x85EBCA6B
+    x = ops.bitwise_xor(x, ops.right_shift(x, 13)) * 0xC2B2AE35
+    x = ops.bitwise_xor(x, ops.right_shift(x, 16))
+    x = ops.cast(ops.right_shift(x, 8), "float32")  # 24 random bits
+    return (x + 0.5) / float(1 << 24)  # in (0, 1), never 0
+
+
+def filter_logits(logits, top_k=None, top_p=None):
+    """Keep the `top_k` largest logits and the top-p nucleus, mask the rest.
+
+    Args:
+        logits: float `(B, V)`.
+        top_k: keep the `k` most likely tokens, or `None` for all.
+        top_p: keep the smallest set of most likely tokens whose
+            probability reaches `top_p` (nucleus sampling), or `None`.
+
+    Returns:
+        float32 `(B, V)`, masked entries set to a large negative number.
+    """
+    logits = ops.cast(logits, "float32")
+    if top_k is not None:
+        kth = ops.top_k(logits, k=int(top_k))[0][:, -1:]  # (B, 1)
+        logits = ops.where(logits < kth, NEG_INF, logits)
+    if top_p is not None:
+        ordered = ops.top_k(logits, k=ops.shape(logits)[-1])[0]  # descending
+        probs = ops.softmax(ordered, axis=-1)
+        before = ops.cumsum(probs, axis=-1) - probs  # mass of better tokens
+        kept = ops.sum(ops.cast(before < top_p, "int32"), axis=-1)  # >= 1
+        threshold = ops.take_along_axis(ordered, kept[:, None] - 1, axis=-1)
+        logits = ops.where(logits < threshold, NEG_INF, logits)
+    return logits
+
+
+def sample(
+    step_fn,
+    initial_state,
+    start_ids,
+    max_length,
+    end_id=None,
+    pad_id=0,
+    temperature=1.0,
+    top_k=None,
+    top_p=None,
+    seed=None,
+):
+    """Decode by sampling each token from the (filtered) distribution.
+
+    `y_t ~ softmax(logits_t / temperature)` restricted to the `top_k` most
+    likely tokens and to the top-p nucleus. Sampling uses the Gumbel-max
+    trick with stateless noise of `(seed, step, position)`, so a given seed
+    always gives the same tokens, eagerly, compiled or exported.
+
+    Args:
+        step_fn: `(tokens (B,), state, index) -> (logits (B, V), state)`.
+        initial_state: nest of tensors with batch first.
+        start_ids: int `(B,)`.
+        max_length: int, the number of tokens generated.
+        end_id: id that ends a sequence, or `None`. Defaults to `None`.
+        pad_id: id written after the end token. Defaults to `0`.
+        temperature: divides the logits; `< 1` sharpens. Defaults to `1.0`.
+        top_k: int or `None`. Defaults to `None`.
+        top_p: float in `(0, 1]` or `None`. Defaults to `None`.
+        seed: int or int scalar tensor; `None` draws one. Defaults to
+            `None`.
+
+    Returns:
+        int32 tokens `(B, max_length)`.
+
+    Examples:
+        >>> import numpy as np
+        >>> def step_fn(tokens, state, index):
+        ...     return keras.ops.one_hot(tokens + 1, 6) * 50.0, state
+        >>> np.asarray(sample(step_fn, (), np.array([1]), 4, end_id=4, seed=0))
+        array([[2, 3, 4, 0]], dtype=int32)
+
+    Reference:
+        Holtzman et al., 2020, "The Curious Case of Neural Text
+        Degeneration" (top-p); Fan et al., 2018 (top-k).
+    """
+    if temperature <= 0:
+        raise ValueError(
+            f"`temperature` must be positive. Received: {temperature=}"
+        )
+    if top_k is not None and int(top_k) <= 0:
+        raise ValueError(f"`top_k` must be positive. Received: {top_k=}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"`top_p` must be in (0, 1]. Received: {top_p=}")
+    if seed is None:
+        seed = random.randrange(1 << 31)
+
+    def choose(logits, index):
+        logits = filter_logits(logits / temperature, top_k, top_p)
+        noise = _uniform(seed, index, ops.shape(logits))
+        gumbel = -ops.log(-ops.log(noise))  # argmax(l + g) ~ softmax(l)
+        return ops.argmax(logits + gumbel, axis=-1)
+
+    return _decode(
+        choose, step_fn, initial_state, start_ids, max_length, end_id, pad_id
+    )
+
+
+def length_penalty_fn(lengths, alpha):
+    """GNMT length penalty `((5 + |Y|) / 6) ** alpha`."""
+    return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
+
+
+def beam_search(
+    step_fn,
+    initial_state,
+    start_ids,
+    max_length,
+    end_id=None,
+    pad_id=0,
+    beam_width=4,
+    length_penalty=0.6,
+    coverage_penalty=0.0,
+    return_all_beams=False,
+):
+    """Decode keeping the `beam_width` best partial sequences.
+
+    Each step expands every beam by every token and keeps the `W` best by
+    the GNMT score (Wu et al. 2016):
+    `s(Y) = log P(Y | X) / lp(Y) + cp(X; Y)`,
+    `lp(Y) = ((5 + |Y|) / 6) ** α` (`|Y|` counts the end token) and
+    `cp = β Σ_s log(min(Σ_t α_ts, 1))` over the source positions a finished
+    sequence attended to (positions with total weight exactly 0, i.e.
+    padding, are left out). A finished beam only extends with `pad_id` at no
+    cost. The state is tiled over the beams here and reordered with them.
+
+    Args:
+        step_fn: `(tokens (B,), state, index) -> (logits (B, V), state)`,
+            or `-> (logits, state, alignments (B, S))` when
+            `coverage_penalty > 0`. Called on `B * W` rows.
+        initial_state: nest of tensors with batch first (not tiled).
+        start_ids: int `(B,)`.
+        max_length: int, the number of tokens generated.
+        end_id: id that ends a sequence, or `None`. Defaults to `None`.
+        pad_id: id written after the end token. Defaults to `0`.
+        beam_width: number of beams `W`; `1` is greedy search. Defaults to
+            `4`.
+        length_penalty: `α`; `0` ranks by plain log-probability. Defaults
+            to `0.6`.
+        coverage_penalty: `β`. Defaults to `0.0`.
+        return_all_beams: whether to return every beam, best first.
+            Defaults to `False`.
+
+    Returns:
+        Tuple `(tokens, scores)`: int32 `(B, max_length)` and float32 `(B,)`
+        for the best beam, or `(B, W, max_length)` and `(B, W)` with
+        `return_all_beams`.
+
+    Examples:
+        >>> import numpy as np
+        >>> def step_fn(tokens, state, index):
+        ...     return keras.ops.one_hot(tokens + 1, 6) * 9.0, state
+        >>> tokens, scores = beam_search(
+        ...     step_fn, (), np.array([1]), 4, end_id=4, beam_width=2
+        ... )
+        >>> np.asarray(tokens)
+        array([[2, 3, 4, 0]], dtype=int32)
+
+    Reference:
+        Wu et al., 2016, "Google's Neural Machine Translation System"
+        (length and coverage penalties).
+    """
+    _check(max_length, end_id, pad_id)
+    width = int(beam_width)
+    if width <= 0:
+        raise ValueError(
+            f"`beam_width` must be positive. Received: {beam_width=}"
+        )
+    start_ids = ops.cast(start_ids, "int32")
+    batch = ops.shape(start_ids)[0]
+
+    def tile(x):  # (B, ...) -> (B * W, ...), beams of a row adjacent
+        return ops.repeat(x, width, axis=0)
+
+    state = keras.tree.map_structure(tile, initial_state)
+    last = tile(start_ids)  # (B * W,)
+    tokens = ops.full((batch, width, max_length), pad_id, "int32")
+    # Only beam 0 is live at first, so the W beams do not start identical.
+    log_probs = ops.tile(
+        ops.convert_to_tensor([[0.0] + [NEG_INF] * (width - 1)]), (batch, 1)
+    )  # (B, W)
+    finished = ops.zeros((batch, width), "bool")
+    lengths = ops.zeros((batch, width), "int32")
+    use_coverage = bool(coverage_penalty)
+    coverage = ops.zeros((batch * width, 1), "float32")  # unused placeholder
+    if use_coverage:
+        # Probe the alignment size with one step (traced, not looped).
+        alignments = _call_step(step_fn, last, state, 0)[2]
+        if alignments is None:
+            raise ValueError(
+                "`coverage_penalty` needs `step_fn` to return `(logits, "
+                "state, alignments)`. Received: `(logits, state)`"
+            )
+        coverage = ops.zeros(ops.shape(alignments), "float32")  # (B*W, S)
+
+    def coverage_of(coverage):  # GNMT cp / β of each beam, (B, W)
+        covered = ops.reshape(coverage, (batch, width, -1))  # (B, W, S)
+        logs = ops.log(ops.clip(covered, 1e-10, 1.0))
+        return ops.sum(ops.where(covered > 0, logs, 0.0), axis=-1)
+
+    def scores_of(log_probs, lengths, finished, penalty):
+        scores = log_probs / length_penalty_fn(lengths, length_penalty)
+        if not use_coverage:
+            return scores
+        return scores + coverage_penalty * ops.where(finished, penalty, 0.0)
+
+    def cond(
+        index, tokens, last, log_probs, finished, lengths, coverage, state
+    ):
+        return ops.logical_and(
+            index < max_length, ops.logical_not(ops.all(finished))
+        )
+
+    def body(
+        index, tokens, last, log_probs, finished, lengths, coverage, state
+    ):
+        logits, state, alignments = _call_step(step_fn, last, state, index)
+        vocab = ops.shape(logits)[-1]
+        step_log_probs = ops.log_softmax(logits, axis=-1)  # (B*W, V)
+        step_log_probs = ops.reshape(step_log_probs, (batch, width, vocab))
+        # A finished beam continues with pad_id only, at no cost.
+        pad_only = ops.where(ops.arange(vocab) == pad_id, 0.0, NEG_INF)
+        step_log_probs = ops.where(
+            finished[:, :, None], pad_only, step_log_probs
+        )
+        total = log_probs[:, :, None] + step_log_probs  # (B, W, V)
+        new_lengths = lengths + ops.cast(ops.logical_not(finished), "int32")
+        if use_coverage:  # a finished beam attends no more
+            live = ops.reshape(ops.logical_not(finished), (-1, 1))
+            coverage = coverage + ops.where(
+                live, ops.cast(alignments, "float32"), 0.0
+            )
+        # Candidate v of beam w ends when it is end_id (or beam w ended).
+        candidate_finished = finished[:, :, None]
+        if end_id is not None:
+            candidate_finished = ops.logical_or(
+                candidate_finished, ops.arange(vocab) == end_id
+            )
+        candidate_finished = ops.broadcast_to(
+            candidate_finished, ops.shape(total)
+        )
+        candidate_scores = scores_of(
+            total,
+            new_lengths[:, :, None],
+            candidate_finished,
+            coverage_of(coverage)[:, :, None] if use_coverage else None,
+        )  # (B, W, V)
+        flat_scores = ops.reshape(candidate_scores, (batch, width * vocab))
+        _, best = ops.top_k(flat_scores, k=width)  # (B, W), best first
+        parent = best // vocab  # (B, W)
+        chosen = ops.cast(best % vocab, "int32")
+
+        def gather(x):  # follow the parents: (B, W, ...) rows
+            return ops.take_along_axis(
+                x,
+                ops.reshape(parent, (batch, width) + (1,) * (x.ndim - 2)),
+                axis=1,
+            )
+
+        flat_total = ops.reshape(total, (batch, width * vocab))
+        log_probs = ops.take_along_axis(flat_total, best, axis=1)
+        lengths = gather(new_lengths)
+        finished = ops.take_along_axis(
+            ops.reshape(candidate_finished, (batch, width * vocab)), best, 1
+        )
+        tokens = _write(gather(tokens), index, chosen)
+        rows = ops.reshape(
+            parent + ops.arange(batch)[:, None] * width, (-1,)
+        )  # (B*W,) row of each parent in the tiled state
+
+        def reorder(x):
+            return ops.take(x, rows, axis=0)
+
+        state = keras.tree.map_structure(reorder, state)
+        if use_coverage:
+            coverage = reorder(coverage)
+        last = ops.reshape(chosen, (-1,))
+        return (
+            index + 1,
+            tokens,
+            last,
+            log_probs,
+            finished,
+            lengths,
+            coverage,
+            state,
+        )
+
+    loop_vars = (0, tokens, last, log_probs, finished, lengths, coverage, state)
+    _, tokens, _, log_probs, finished, lengths, coverage, _ = ops.while_loop(
+        cond, body, loop_vars
+    )
+    penalty = coverage_of(coverage) if use_coverage else None
+    scores = scores_of(log_probs, lengths, finished, penalty)  # (B, W)
+    # Beams come out of top_k sorted; re-sort in case a penalty reorders.
+    scores, order = ops.top_k(scores, k=width)
+    tokens = ops.take_along_axis(tokens, order[:, :, None], axis=1)
+    if return_all_beams:
+        return tokens, scores
+    return tokens[:, 0], scores[:, 0]

@@ -1,0 +1,556 @@
+"""Attention for recurrent decoders: Bahdanau, Luong, `AttentionDecoder`.
+
+What `tfa.seq2seq` (`BahdanauAttention`, `LuongAttention`,
+`AttentionWrapper`) offered, in Keras 3: a mechanism scores one decoder query
+`h_t` against the encoder memory `m_1..m_S`, `α_t = softmax_s(score(h_t, m_s))`
+over the unpadded source positions, and returns the context
+`c_t = Σ_s α_ts m_s`. The memory-side projection does not depend on the query,
+so it is computed once per source sequence (`project_memory`) and reused at
+every decoder step.
+"""
+
+import keras
+from keras import ops
+
+from keras_attention import ops as attention_ops
+from keras_attention import scores
+
+register = keras.saving.register_keras_serializable(package="keras_attention")
+
+
+def _serialize(layer):
+    config = keras.saving.serialize_keras_object(layer)
+    config.pop("build_config", None)  # the parent builds it on its shapes
+    return config
+
+
+class AttentionMechanism(keras.layers.Layer):
+    """Base class: one query `(B, dq)` attends over a memory `(B, S, d)`.
+
+    Subclasses set `self.score` (a layer of `keras_attention.scores`) and
+    implement `project_memory(memory) -> keys` and `score_keys(query, keys)`.
+    """
+
+    def build(self, query_shape, memory_shape):
+        if len(query_shape) != 2 or len(memory_shape) != 3:
+            raise ValueError(
+                f"`{type(self).__name__}` expects `query` (B, dq) and "
+                f"`memory` (B, S, d). Received: query.shape="
+                f"{tuple(query_shape)}, memory.shape={tuple(memory_shape)}"
+            )
+        if not self.score.built:
+            self.score.build((None, 1, query_shape[-1]), memory_shape)
+        self.built = True
+
+    def project_memory(self, memory):
+        """Keys of the memory, `(B, S, d) -> (B, S, dk)`; once per source."""
+        return memory
+
+    def score_keys(self, query, keys):
+        """Unnormalised scores `(B, Tq, S)` of queries `(B, Tq, dq)`."""
+        return self.score.call(query, keys)
+
+    def attend(self, query, memory, keys, memory_mask=None):
+        """Queries `(B, Tq, dq)` -> context `(B, Tq, d)`, weights `(B, Tq, S)`.
+
+        `keys` is `project_memory(memory)`; several queries (e.g. all the
+        decoder steps when nothing feeds back) are scored at once.
+        """
+        scores_ = self.score_keys(query, keys)  # (B, Tq, S)
+        mask = None if memory_mask is None else memory_mask[:, None, :]
+        return attention_ops.attend(scores_, memory, mask)
+
+    def call(self, query, memory, memory_mask=None, keys=None):
+        keys = self.project_memory(memory) if keys is None else keys
+        context, alignments = self.attend(
+            query[:, None, :], memory, keys, memory_mask
+        )
+        return context[:, 0, :], alignments[:, 0, :]  # (B, d), (B, S)
+
+    def compute_output_spec(self, query, memory, memory_mask=None, keys=None):
+        batch, dim = query.shape[0], memory.shape[-1]
+        return (
+            keras.KerasTensor((batch, dim), dtype=self.compute_dtype),
+            keras.KerasTensor((batch, memory.shape[1]), dtype="float32"),
+        )
+
+
+@register
+class BahdanauAttention(AttentionMechanism):
+    """Additive attention of Bahdanau et al. for an RNN decoder.
+
+    `score(h, m_s) = vᵀ tanh(W_q h + W_m m_s)`, `α = softmax(score)` over the
+    unpadded source positions, context `c = Σ_s α_s m_s`. `W_m m_s` is
+    computed once per source sequence by `project_memory`. With
+    `normalize=True`, `v` is weight-normalised and a bias added inside the
+    tanh (tensorflow-addons' `BahdanauAttention(normalize=True)`).
+
+    Args:
+        units: size of the hidden layer of the score MLP.
+        normalize: whether to weight-normalise `v`. Defaults to `False`.
+
+    Call arguments:
+        query: `(B, dq)`, the decoder output at this step.
+        memory: `(B, S, d)`, the encoder outputs.
+        memory_mask: optional bool `(B, S)`, `False` at padded positions.
+        keys: optional `project_memory(memory)`, to skip recomputing it.
+
+    Returns:
+        Tuple `(context, alignments)`: `(B, d)` and float32 `(B, S)`.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = BahdanauAttention(units=8)
+        >>> context, alignments = layer(np.ones((2, 4)), np.ones((2, 5, 6)))
+        >>> tuple(context.shape), tuple(alignments.shape)
+        ((2, 6), (2, 5))
+
+    Reference:
+        Bahdanau et al., 2015, "Neural Machine Translation by Jointly
+        Learning to Align and Translate".
+    """
+
+    def __init__(self, units, normalize=False, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.normalize = normalize
+        self.score = scores.Additive(
+            units, normalize=normalize, name="score", dtype=self.dtype_policy
+        )
+
+    def project_memory(self, memory):
+        return self.score.project_key(memory)  # (B, S, units)
+
+    def score_keys(self, query, keys):
+        return self.score.score_projected(query, keys)  # (B, Tq, S)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, normalize=self.normalize)
+        return config
+
+
+@register
+class LuongAttention(AttentionMechanism):
+    """Multiplicative attention of Luong et al. for an RNN decoder.
+
+    Scores of the query `h` against memory `m_s` (Luong 2015, eq. 8):
+
+    - `"general"`: `hᵀ W m_s`, with `W m_s` computed once per source;
+    - `"dot"`: `hᵀ m_s` (needs `dq == d`);
+    - `"concat"`: `vᵀ tanh(W [h; m_s])` (additive, `units` hidden units);
+    - `"location"`: `W_a h` (ignores the memory content; `max_length`).
+
+    With `scale=True` the scores are multiplied by a learned scalar `g`
+    (tensorflow-addons' `LuongAttention(scale=True)`).
+
+    Args:
+        units: hidden size of the `"concat"` score. Defaults to `None` (the
+            memory size). Unused by the other scores.
+        score: `"general"`, `"dot"`, `"concat"` or `"location"`. Defaults to
+            `"general"`.
+        scale: whether to learn a scalar multiplier. Defaults to `False`.
+        max_length: the longest source supported, required by
+            `"location"`. Defaults to `None`.
+
+    Call arguments:
+        query: `(B, dq)`, the decoder output at this step.
+        memory: `(B, S, d)`, the encoder outputs.
+        memory_mask: optional bool `(B, S)`, `False` at padded positions.
+        keys: optional `project_memory(memory)`, to skip recomputing it.
+
+    Returns:
+        Tuple `(context, alignments)`: `(B, d)` and float32 `(B, S)`.
+
+    Examples:
+        >>> import numpy as np
+        >>> layer = LuongAttention(score="general")
+        >>> context, alignments = layer(np.ones((2, 4)), np.ones((2, 5, 6)))
+        >>> tuple(context.shape), tuple(alignments.shape)
+        ((2, 6), (2, 5))
+
+    Reference:
+        Luong et al., 2015, "Effective Approaches to Attention-based Neural
+        Machine Translation".
+    """
+
+    score_names = ("general", "dot", "concat", "location")
+
+    def __init__(
+        self, units=None, score="general", scale=False, max_length=None, **kw
+    ):
+        super().__init__(**kw)
+        if score not in self.score_names:
+            raise ValueError(
+                f"`score` must be one of {self.score_names}. "
+                f"Received: score={score!r}"
+            )
+        self.units = units
+        self.score_name = score
+        self.scale = scale
+        self.max_length = max_length
+        options = {"concat": {"units": units}}
+        options["location"] = {"max_length": max_length}
+        self.score = scores.get(
+            score,
+            name="score",
+            dtype=self.dtype_policy,
+            **options.get(score, {}),
+        )
+
+    def build(self, query_shape, memory_shape):
+        super().build(query_shape, memory_shape)
+        if self.scale:
+            self.scale_weight = self.add_weight(
+                name="scale", shape=(), initializer="ones"
+            )
+
+    def project_memory(self, memory):
+        if self.score_name == "general":
+            # qᵀ W m = q · (m Wᵀ): project the memory once, not every query.
+            return ops.matmul(memory, ops.transpose(self.score.kernel))
+        if self.score_name == "concat":
+            return self.score.project_key(memory)
+        return memory
+
+    def score_keys(self, query, keys):
+        if self.score_name in ("general", "dot"):
+            scores_ = ops.matmul(query, ops.swapaxes(keys, 1, 2))  # (B, Tq, S)
+        elif self.score_name == "concat":
+            scores_ = self.score.score_projected(query, keys)
+        else:
+            scores_ = super().score_keys(query, keys)
+        if self.scale:
+            scores_ = scores_ * ops.cast(self.scale_weight, scores_.dtype)
+        return scores_
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            score=self.score_name,
+            scale=self.scale,
+            max_length=self.max_length,
+        )
+        return config
+
+
+def get_mechanism(identifier, units, dtype=None):
+    """An attention mechanism from a name, a config dict or an instance."""
+    if isinstance(identifier, AttentionMechanism):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if identifier == "bahdanau":
+        return BahdanauAttention(units, name="attention", dtype=dtype)
+    if identifier == "luong":
+        return LuongAttention(name="attention", dtype=dtype)
+    raise ValueError(
+        "`attention` must be 'bahdanau', 'luong' or an attention mechanism "
+        f"instance. Received: attention={identifier!r}"
+    )
+
+
+def get_cell(identifier, units, dtype=None):
+    """A Keras RNN cell from 'gru', 'lstm', a config dict or an instance."""
+    if isinstance(identifier, keras.layers.Layer):
+        return identifier
+    if isinstance(identifier, dict):
+        return keras.saving.deserialize_keras_object(identifier)
+    if identifier == "gru":
+        return keras.layers.GRUCell(units, name="cell", dtype=dtype)
+    if identifier == "lstm":
+        return keras.layers.LSTMCell(units, name="cell", dtype=dtype)
+    raise ValueError(
+        "`cell` must be 'gru', 'lstm' or a Keras RNN cell instance. "
+        f"Received: cell={identifier!r}"
+    )
+
+
+@register
+class AttentionDecoder(keras.layers.Layer):
+    """An RNN decoder that attends over an encoder memory at every step.
+
+    At step `t` (Luong et al. 2015, with tfa's `AttentionWrapper` layout):
+
+    ```
+    h_t, s_t = cell([x_t; a_{t-1}], s_{t-1})   # a_{t-1} only if input_feeding
+    c_t, α_t = attention(h_t, memory)           # α_t: (B, S), sums to 1
+    a_t = tanh(W_c [h_t; c_t])                  # the output, (B, A)
+    ```
+
+    The recurrence runs in a `keras.ops.while_loop`, so the layer is an ordinary
+    layer of a functional model (it saves, loads and exports), and `step`
+    runs one step for decoding. Padded source positions (from `memory_mask`,
+    or the Keras mask of `memory`) get weight exactly 0, so the outputs never
+    depend on padded memory content.
+
+    The decoder state is a flat list: the cell's states, then `a_t`.
+
+    Args:
+        units: size of the RNN cell.
+        attention: `"bahdanau"` (`BahdanauAttention(units)`), `"luong"`
+            (`LuongAttention("general")`), an attention mechanism instance
+            or its config. Defaults to `"bahdanau"`.
+        cell: `"gru"`, `"lstm"` or a Keras RNN cell (e.g. a
+            `StackedRNNCells`). Defaults to `"gru"`.
+        attention_layer_size: size `A` of the attentional output `a_t`.
+            Defaults to `None`: `units`.
+        input_feeding: whether `a_{t-1}` is fed to the cell with `x_t`.
+            Defaults to `True`.
+        return_sequences: whether to return all `T` outputs or the last.
+            Defaults to `True`.
+        return_alignments: whether to also return `α`. Defaults to `False`.
+        return_state: whether to also return the final decoder state.
+            Defaults to `False`.
+
+    Call arguments:
+        inputs: `(B, T, e)` embedded target tokens (teacher forcing).
+        memory: `(B, S, d)` encoder outputs.
+        memory_mask: optional bool `(B, S)`; filled by Keras from the mask
+            of `memory` (e.g. an `Embedding(mask_zero=True)` upstream).
+        initial_state: optional cell state (as the cell's `state_size`) or a
+            full decoder state as returned with `return_state`. Defaults to
+            zeros.
+        training: passed to the cell.
+
+    Returns:
+        Outputs `(B, T, A)` (`(B, A)` without `return_sequences`), then
+        float32 alignments `(B, T, S)` if `return_alignments`, then the
+        final state (a list) if `return_state`.
+
+    Examples:
+        >>> import numpy as np
+        >>> decoder = AttentionDecoder(8, return_alignments=True)
+        >>> inputs, memory = np.ones((2, 3, 4)), np.ones((2, 5, 6))
+        >>> outputs, alignments = decoder(inputs, memory)
+        >>> tuple(outputs.shape), tuple(alignments.shape)
+        ((2, 3, 8), (2, 3, 5))
+
+    Reference:
+        Bahdanau et al., 2015; Luong et al., 2015, "Effective Approaches to
+        Attention-based Neural Machine Translation".
+    """
+
+    def __init__(
+        self,
+        units,
+        attention="bahdanau",
+        cell="gru",
+        attention_layer_size=None,
+        input_feeding=True,
+        return_sequences=True,
+        return_alignments=False,
+        return_state=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if units is None or units <= 0:
+            raise ValueError(f"`units` must be positive. Received: {units=}")
+        self.units = units
+        self.attention = get_mechanism(attention, units, self.dtype_policy)
+        self.cell = get_cell(cell, units, self.dtype_policy)
+        self.attention_layer_size = attention_layer_size
+        self.input_feeding = input_feeding
+        self.return_sequences = return_sequences
+        self.return_alignments = return_alignments
+        self.return_state = return_state
+        self.output_size = attention_layer_size or units
+        self.attention_layer = keras.layers.Dense(
+            self.output_size,
+            activation="tanh",
+            use_bias=False,
+            name="attention_layer",
+            dtype=self.dtype_policy,
+        )
+        self.supports_masking = True
+
+    def build(self, inputs_shape, memory_shape):
+        if len(inputs_shape) != 3 or len(memory_shape) != 3:
+            raise ValueError(
+                "`AttentionDecoder` expects `inputs` (B, T, e) and `memory` "
+                f"(B, S, d). Received: inputs.shape={tuple(inputs_shape)}, "
+                f"memory.shape={tuple(memory_shape)}"
+            )
+        feed = self.output_size if self.input_feeding else 0
+        if not self.cell.built:
+            self.cell.build((None, inputs_shape[-1] + feed))
+        query_size = getattr(self.cell, "output_size", None) or self.units
+        self._query_size = query_size
+        self.attention.build((None, query_size), memory_shape)
+        self.attention_layer.build((None, query_size + memory_shape[-1]))
+        # The nesting of the cell state, to unflatten the decoder state.
+        self._state_structure = keras.tree.map_structure(
+            lambda _: 0, self._cell_state_template(1)
+        )
+        self.built = True
+
+    def _cell_state_template(self, batch_size):
+        if hasattr(self.cell, "get_initial_state"):
+            return self.cell.get_initial_state(batch_size=batch_size)
+        return keras.tree.map_structure(
+            lambda size: ops.zeros((batch_size, size), self.compute_dtype),
+            self.cell.state_size,
+        )
+
+    def get_initial_state(self, batch_size, cell_state=None):
+        """Full decoder state (flat list) from an optional cell state."""
+        template = self._cell_state_template(batch_size)
+        flat = keras.tree.flatten(template)
+        if cell_state is not None:
+            cell_state = keras.tree.flatten(cell_state)
+            if len(cell_state) == len(flat) + 1:
+                return list(cell_state)  # already a full decoder state
+            if len(cell_state) != len(flat):
+                raise ValueError(
+                    f"`initial_state` must hold {len(flat)} tensors (the "
+                    f"cell's state) or {len(flat) + 1} (a decoder state). "
+                    f"Received: {len(cell_state)} tensors"
+                )
+            flat = cell_state
+        attention = ops.zeros(
+            (batch_size, self.output_size), self.compute_dtype
+        )
+        return [ops.cast(s, self.compute_dtype) for s in flat] + [attention]
+
+    def project_memory(self, memory):
+        """The memory keys, computed once per source for `step`."""
+        return self.attention.project_memory(memory)
+
+    def step(
+        self, inputs, state, memory, keys, memory_mask=None, training=None
+    ):
+        """One decoder step.
+
+        Args:
+            inputs: `(B, e)`, the embedded previous target token.
+            state: the decoder state (flat list), from `get_initial_state`
+                or a previous step.
+            memory: `(B, S, d)`.
+            keys: `project_memory(memory)`.
+            memory_mask: optional bool `(B, S)`.
+            training: passed to the cell.
+
+        Returns:
+            Tuple `(output (B, A), alignments (B, S), new_state)`.
+        """
+        cell_state = keras.tree.pack_sequence_as(
+            self._state_structure, list(state[:-1])
+        )
+        cell_inputs = inputs
+        if self.input_feeding:
+            cell_inputs = ops.concatenate([inputs, state[-1]], axis=-1)
+        query, cell_state = self.cell(
+            cell_inputs, cell_state, training=training
+        )
+        context, alignments = self.attention.call(
+            query, memory, memory_mask, keys
+        )  # (B, d), (B, S)
+        output = self.attention_layer(ops.concatenate([query, context], -1))
+        return output, alignments, keras.tree.flatten(cell_state) + [output]
+
+    def call(
+        self,
+        inputs,
+        memory,
+        memory_mask=None,
+        initial_state=None,
+        training=None,
+    ):
+        state = self.get_initial_state(ops.shape(inputs)[0], initial_state)
+        keys = self.project_memory(memory)  # once per source, not per step
+
+        batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
+        steps = ops.swapaxes(inputs, 0, 1)  # (T, B, e): cheap to index
+
+        def write(buffer, index, value):  # buffer[:, index] = value
+            position = ops.arange(length)[None, :, None] == index  # (1, T, 1)
+            return ops.where(position, value[:, None, :], buffer)
+
+        def loop(body, buffers):
+            # A bounded while loop (maximum_iterations) so that the gradient
+            # compiles under XLA, as Keras's own RNN loop does.
+            return ops.while_loop(
+                lambda index, *_: index < length,
+                body,
+                (0, state, *buffers),
+                maximum_iterations=length,
+            )[1:]
+
+        if not self.input_feeding:
+            # Nothing feeds back: run the cell alone, then attend with all
+            # T queries at once (same numbers as step by step, faster).
+            def cell_body(index, state, queries):
+                cell_state = keras.tree.pack_sequence_as(
+                    self._state_structure, list(state[:-1])
+                )
+                query, cell_state = self.cell(
+                    ops.take(steps, index, axis=0),
+                    cell_state,
+                    training=training,
+                )
+                state = keras.tree.flatten(cell_state) + [state[-1]]
+                return index + 1, state, write(queries, index, query)
+
+            queries = ops.zeros(
+                (batch, length, self._query_size), self.compute_dtype
+            )
+            state, queries = loop(cell_body, [queries])
+            context, alignments = self.attention.attend(
+                queries, memory, keys, memory_mask
+            )  # (B, T, d), (B, T, S)
+            outputs = self.attention_layer(
+                ops.concatenate([queries, context], axis=-1)
+            )  # (B, T, A)
+            state = state[:-1] + [outputs[:, -1]]
+        else:
+
+            def body(index, state, outputs, alignments):
+                output, weights, state = self.step(
+                    ops.take(steps, index, axis=0),
+                    state,
+                    memory,
+                    keys,
+                    memory_mask,
+                    training,
+                )
+                outputs = write(outputs, index, output)  # (B, T, A)
+                alignments = write(alignments, index, weights)  # (B, T, S)
+                return index + 1, state, outputs, alignments
+
+            outputs = ops.zeros(
+                (batch, length, self.output_size), self.compute_dtype
+            )
+            alignments = ops.zeros(
+                (batch, length, ops.shape(memory)[1]), "float32"
+            )
+            state, outputs, alignments = loop(body, [outputs, alignments])
+        if not self.return_sequences:
+            outputs = outputs[:, -1]
+        results = [outputs]
+        if self.return_alignments:
+            results.append(alignments)
+        if self.return_state:
+            results.append(state)
+        return results[0] if len(results) == 1 else tuple(results)
+
+    def compute_mask(self, inputs, mask=None):
+        if not self.return_sequences:
+            return None
+        if self.return_alignments or self.return_state:
+            return None  # several outputs; mask only the simple case
+        return mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            attention=_serialize(self.attention),
+            cell=_serialize(self.cell),
+            attention_layer_size=self.attention_layer_size,
+            input_feeding=self.input_feeding,
+            return_sequences=self.return_sequences,
+            return_alignments=self.return_alignments,
+            return_state=self.return_state,
+        )
+        return config

@@ -1,0 +1,24 @@
+import os
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+
+from keras_attention.datasets import dates
+from tests.testing import load_example
+
+
+@pytest.mark.slow
+def test_date_normalization_quick_run_writes_its_outputs(tmp_path):
+    results = load_example("date_normalization").main(
+        ["--quick", "--out", str(tmp_path)]
+    )
+    assert 0.0 <= results["accuracy"] <= 1.0
+    image = matplotlib.image.imread(tmp_path / "attention.png")
+    assert image.shape[0] > 300 and image.shape[1] > 300
+    model = keras.models.load_model(tmp_path / "date_normalization.keras")
+    source = dates.encode(["4 Jul 2023"], dates.SOURCE_VOCABULARY, 29)
+    assert tuple(model.generate(source, 11).shape) == (1, 11)
+    assert os.path.exists(tmp_path / "generate" / "saved_model.pb")
+    assert np.isfinite(results["training_seconds"])
