@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python examples/quickstart.py --out out/quickstart
+	$(BIN)/python examples/date_normalization.py --out out/date_normalization
 
 lint: install
 	$(BIN)/ruff check .

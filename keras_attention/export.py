@@ -68,10 +68,17 @@ class Translator(tf.Module):
         kwargs = (
             {"beam_width": self.beam_width} if self.method == "beam" else {}
         )
-        tokens = self.model.generate(
+        # The un-compiled decoding graph when the model has one: this
+        # function is itself being traced.
+        generate = getattr(self.model, "generate_function", None)
+        generate = generate or self.model.generate
+        tokens = generate(
             source, max_length=self.max_length, method=self.method, **kwargs
         )
-        return {"translation": self.target_tokenizer.detokenize(tokens)}
+        translation = self.target_tokenizer.detokenize(tokens)
+        # Nothing to translate gives nothing, whatever the model would say.
+        empty = tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
+        return {"translation": tf.where(empty, "", translation)}
 
 
 def export_translator(
@@ -87,9 +94,10 @@ def export_translator(
     """Write a SavedModel that translates a batch of strings.
 
     Its `serving_default` signature (also callable as `loaded.translate`)
-    maps `tf.string [N]` to `{"translation": tf.string [N]}`. Empty strings
-    give empty translations; sources longer than `source_length` are
-    truncated; invalid UTF-8 bytes are replaced, never an error.
+    maps `tf.string [N]` to `{"translation": tf.string [N]}`. Empty (or
+    blank) strings give empty translations; sources longer than
+    `source_length` are truncated; invalid UTF-8 bytes are replaced, never
+    an error.
     `saved_model_cli show --all --dir PATH` describes it.
 
     Args:

@@ -2,3 +2,16 @@
 
 from keras_attention.layers.attention import Attention
 from keras_attention.layers.attention import AttentionPooling
+from keras_attention.layers.multi_head import MultiHeadAttention
+from keras_attention.layers.positional import LearnedPositionalEmbedding
+from keras_attention.layers.positional import RotaryEmbedding
+from keras_attention.layers.positional import SinusoidalPositionalEncoding
+from keras_attention.layers.positional import TokenAndPositionEmbedding
+from keras_attention.layers.rnn import AttentionDecoder
+from keras_attention.layers.rnn import BahdanauAttention
+from keras_attention.layers.rnn import LuongAttention
+from keras_attention.layers.transformer import FeedForward
+from keras_attention.layers.transformer import TransformerDecoder
+from keras_attention.layers.transformer import TransformerDecoderBlock
+from keras_attention.layers.transformer import TransformerEncoder
+from keras_attention.layers.transformer import TransformerEncoderBlock

@@ -1,0 +1,230 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from keras_attention.models import Transformer
+from keras_attention.models import TransformerClassifier
+
+SOURCE = np.array([[5, 6, 7, 2, 0, 0], [8, 9, 2, 0, 0, 0]], "int32")
+TARGET_IN = np.array([[1, 4, 5, 6], [1, 7, 8, 0]], "int32")
+
+
+def small_transformer(**kwargs):
+    keras.utils.set_random_seed(0)
+    config = dict(
+        num_layers=2,
+        hidden_dim=16,
+        num_heads=2,
+        intermediate_dim=32,
+        dropout=0.0,
+    )
+    return Transformer(20, 25, **{**config, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_transformer()
+
+
+def inputs(source=SOURCE, target_in=TARGET_IN):
+    return {"source": source, "target_in": target_in}
+
+
+def test_logits_shape(model):
+    assert tuple(model(inputs()).shape) == (2, 4, 25)
+
+
+def test_source_padding_never_changes_logits(model):
+    padded = np.pad(SOURCE, ((0, 0), (0, 5)))
+    np.testing.assert_allclose(
+        model(inputs(padded)), model(inputs()), atol=1e-5
+    )
+
+
+def test_save_and_load_give_identical_outputs(model, tmp_path):
+    model.save(tmp_path / "t.keras")
+    restored = keras.models.load_model(tmp_path / "t.keras")
+    np.testing.assert_array_equal(restored(inputs()), model(inputs()))
+    assert restored.get_config() == model.get_config()
+
+
+def test_sub_models_share_weights_with_the_model(model):
+    memory = np.asarray(model.encoder(SOURCE))
+    out = model.decoder(
+        {"target_in": TARGET_IN, "memory": memory, "memory_mask": SOURCE != 0}
+    )
+    np.testing.assert_allclose(out["logits"], model(inputs()), atol=1e-5)
+    assert tuple(out["attention"].shape) == (2, 4, 6)
+
+
+def test_cached_generation_equals_uncached(model):
+    cached = model.generate(SOURCE, 8)
+    uncached = model.generate(SOURCE, 8, use_cache=False)
+    np.testing.assert_array_equal(cached, uncached)
+
+
+def test_greedy_tokens_are_argmax_of_teacher_forcing(model):
+    tokens = np.asarray(model.generate(SOURCE, 6))
+    target_in = np.concatenate([np.ones((2, 1), "int32"), tokens[:, :-1]], 1)
+    logits = np.array(model(inputs(target_in=target_in)))
+    logits[..., :2] = -np.inf  # generation never emits pad or start
+    expected = np.where(tokens > 0, logits.argmax(-1), 0)
+    np.testing.assert_array_equal(tokens, expected)
+
+
+def test_beam_width_one_and_top_k_one_equal_greedy(model):
+    greedy = model.generate(SOURCE, 8)
+    np.testing.assert_array_equal(
+        model.generate(SOURCE, 8, method="beam", beam_width=1), greedy
+    )
+    np.testing.assert_array_equal(
+        model.generate(SOURCE, 8, method="sample", top_k=1, seed=1), greedy
+    )
+    beams = model.generate(SOURCE, 8, method="beam", beam_width=3)
+    assert tuple(beams.shape) == (2, 8)
+
+
+def test_return_attention_is_a_distribution_over_real_source(model):
+    tokens, attention = model.generate(SOURCE, 6, return_attention=True)
+    attention = np.asarray(attention)
+    assert attention.shape == (2, 6, 6)
+    emitted = np.asarray(tokens) > 0
+    np.testing.assert_allclose(attention.sum(-1)[emitted], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(attention[~emitted], 0.0)
+    np.testing.assert_array_equal(
+        attention[:, :, 4:][emitted[:, :, None].repeat(2, -1)], 0.0
+    )
+
+
+def test_fit_reduces_loss():
+    model = small_transformer()
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rng = np.random.default_rng(0)
+    source = rng.integers(3, 20, size=(64, 6)).astype("int32")
+    target = np.concatenate([source[:, ::-1], np.full((64, 1), 2)], 1)
+    target_in = np.concatenate([np.ones((64, 1), "int32"), target[:, :-1]], 1)
+    history = model.fit(
+        inputs(source, target_in), target, epochs=8, batch_size=16, verbose=0
+    )
+    assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]
+
+
+def test_shared_embeddings_and_errors():
+    shared = Transformer(
+        20,
+        20,
+        num_layers=1,
+        hidden_dim=8,
+        num_heads=2,
+        intermediate_dim=8,
+        share_embeddings=True,
+    )
+    assert shared.source_embedding is shared.target_embedding
+    with pytest.raises(ValueError, match="equal vocabulary sizes"):
+        Transformer(20, 21, share_embeddings=True)
+    with pytest.raises(ValueError, match="divisible"):
+        Transformer(20, 20, hidden_dim=10, num_heads=4)
+    learned = Transformer(
+        20,
+        20,
+        num_layers=1,
+        hidden_dim=8,
+        num_heads=2,
+        intermediate_dim=8,
+        max_length=6,
+        positional="learned",
+    )
+    with pytest.raises(ValueError, match="max_length"):
+        learned.generate(SOURCE, 10)
+
+
+@pytest.mark.slow
+def test_exported_saved_model_serves_in_a_fresh_process(model, tmp_path):
+    path = str(tmp_path / "exported")
+    model.export(path)
+    expected = np.asarray(model(inputs()))
+    np.save(tmp_path / "source.npy", SOURCE)
+    np.save(tmp_path / "target_in.npy", TARGET_IN)
+    script = textwrap.dedent(
+        f"""
+        import numpy as np
+        import tensorflow as tf
+        loaded = tf.saved_model.load({path!r})
+        out = loaded.serve({{
+            "source": tf.constant(np.load({str(tmp_path / "source.npy")!r})),
+            "target_in": tf.constant(
+                np.load({str(tmp_path / "target_in.npy")!r})),
+        }})
+        np.save({str(tmp_path / "out.npy")!r}, out.numpy())
+        """
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), expected, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "attention"])
+def test_classifier_fits_and_round_trips(pooling, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = TransformerClassifier(
+        20,
+        3,
+        num_layers=1,
+        hidden_dim=16,
+        num_heads=2,
+        intermediate_dim=16,
+        dropout=0.0,
+        pooling=pooling,
+    )
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(4, 20, size=(96, 7)).astype("int32")
+    tokens[:48, 5:] = 0  # padding
+    labels = (tokens[:, 0] % 3).astype("int32")
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = model.fit(tokens, labels, epochs=5, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    model.save(tmp_path / "c.keras")
+    restored = keras.models.load_model(tmp_path / "c.keras")
+    np.testing.assert_array_equal(restored(tokens), model(tokens))
+    # Padding never changes the prediction.
+    np.testing.assert_allclose(
+        model(np.pad(tokens[:4], ((0, 0), (0, 3)))),
+        model(tokens[:4]),
+        atol=1e-5,
+    )
+
+
+def test_classifier_pooling_weights():
+    model = TransformerClassifier(
+        20,
+        2,
+        num_layers=1,
+        hidden_dim=8,
+        num_heads=2,
+        intermediate_dim=8,
+        pooling="attention",
+    )
+    weights = np.asarray(model.pooling_weights(SOURCE))
+    assert weights.shape == (2, 6)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(weights[SOURCE == 0], 0.0)
+    cls = TransformerClassifier(
+        20, 2, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=8
+    )
+    with pytest.raises(ValueError, match="pooling='attention'"):
+        cls.pooling_weights(SOURCE)
+    with pytest.raises(ValueError, match="pooling"):
+        TransformerClassifier(20, 2, pooling="max")

@@ -1,0 +1,113 @@
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attention import text
+from keras_attention.datasets import toy_translation
+from keras_attention.export import export_translator
+from keras_attention.models import Transformer
+
+ENGLISH, SPANISH = toy_translation(300, seed=0)
+INPUTS = [
+    ENGLISH[0],
+    "",
+    "the cat " * 100,  # far beyond the source length: truncated
+    b"\xff\xfe not utf-8 \xc3",
+    "Ünïcödé ¿qué? 🐈",
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    source = text.Tokenizer(text.build_vocabulary(ENGLISH, 120))
+    target = text.Tokenizer(text.build_vocabulary(SPANISH, 120))
+    model = Transformer(
+        source.vocabulary_size,
+        target.vocabulary_size,
+        num_layers=1,
+        hidden_dim=16,
+        num_heads=2,
+        intermediate_dim=16,
+        max_length=16,
+    )
+    path = str(tmp_path_factory.mktemp("export") / "translator")
+    translator = export_translator(
+        model,
+        source,
+        target,
+        path,
+        max_length=12,
+        method="beam",
+        beam_width=3,
+    )
+    return path, translator
+
+
+def test_in_process_translator_handles_bad_input(exported):
+    _, translator = exported
+    out = translator.translate(tf.constant(INPUTS))["translation"]
+    assert out.shape == (len(INPUTS),) and out.dtype == tf.string
+
+
+@pytest.mark.slow
+def test_fresh_process_loads_with_only_tensorflow_text(exported, tmp_path):
+    path, translator = exported
+    expected = translator.translate(tf.constant(INPUTS))["translation"]
+    np.save(tmp_path / "inputs.npy", np.array(INPUTS, dtype=object))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import tensorflow as tf
+        import tensorflow_text  # noqa: F401
+        loaded = tf.saved_model.load({path!r})
+        inputs = tf.constant(list(np.load({str(tmp_path / "inputs.npy")!r},
+                                          allow_pickle=True)))
+        a = loaded.translate(inputs)["translation"].numpy()
+        b = loaded.signatures["serving_default"](inputs)["translation"]
+        assert (a == b.numpy()).all()
+        assert not any(m.startswith("keras_attention") for m in sys.modules)
+        np.save({str(tmp_path / "out.npy")!r}, a)
+        """
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    subprocess.run(
+        [sys.executable, "-c", script], check=True, env=env, cwd=tmp_path
+    )
+    got = np.load(tmp_path / "out.npy", allow_pickle=True)
+    assert list(got) == list(expected.numpy())
+    assert got[1] == b""  # empty in, empty out
+
+
+@pytest.mark.slow
+def test_saved_model_cli_describes_the_signature(exported):
+    path, _ = exported
+    cli = shutil.which("saved_model_cli") or os.path.join(
+        os.path.dirname(sys.executable), "saved_model_cli"
+    )
+    result = subprocess.run(
+        [cli, "show", "--all", "--dir", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "serving_default" in result.stdout
+    assert "translation" in result.stdout and "DT_STRING" in result.stdout
+
+
+def test_bad_arguments_raise(exported):
+    _, translator = exported
+    with pytest.raises(ValueError, match="method"):
+        export_translator(
+            translator.model,
+            translator.source_tokenizer,
+            translator.target_tokenizer,
+            "unused",
+            method="sample",
+        )
