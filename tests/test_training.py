@@ -9,6 +9,8 @@ import pytest
 import tensorflow as tf
 
 from keras_attention import training
+from tests.scripts.small_model import DATA
+from tests.scripts.small_model import MODELS
 from tests.scripts.small_model import data
 from tests.scripts.small_model import make_model
 
@@ -38,17 +40,37 @@ def load_weights(path):
     return weights, result["loss"], int(result["replicas"])
 
 
+def single_device_run(name, fit):
+    """The same training as the worker script, in this process."""
+    keras.utils.set_random_seed(0)
+    model = MODELS[name]()
+    x, y = DATA[name]()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    if fit:
+        loss = model.fit(dataset, epochs=2, shuffle=False, verbose=0)
+        loss = loss.history["loss"]
+    else:
+        loss = training.train(model, dataset, epochs=2, verbose=0)["loss"]
+    return model.get_weights(), np.array(loss)
+
+
 def assert_same_weights(a, b, atol=1e-6):
     assert len(a) == len(b)
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, atol=atol)
 
 
-@pytest.fixture(scope="module")
-def single_device(tmp_path_factory):
-    out = tmp_path_factory.mktemp("single") / "w.npz"
-    finish(run_worker(out, "--devices", "1"))
-    return load_weights(out)
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["seq2seq", "transformer", "classifier"])
+def test_prebuilt_models_fit_under_mirrored_strategy(name, tmp_path):
+    out = tmp_path / "w.npz"
+    finish(run_worker(out, "--model", name, "--devices", "2", "--fit"))
+    weights, loss, replicas = load_weights(out)
+    assert replicas == 2
+    assert int(np.load(out)["per_replica_batch"]) == 8  # global batch 16
+    expected_weights, expected_loss = single_device_run(name, fit=True)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+    assert_same_weights(weights, expected_weights, atol=1e-5)
 
 
 def dataset(batch=16):
@@ -72,12 +94,13 @@ def test_train_equals_keras_fit_on_one_device():
 
 
 @pytest.mark.slow
-def test_mirrored_two_devices_equals_single_device(single_device, tmp_path):
+def test_custom_loop_two_devices_equals_single_device(tmp_path):
     finish(run_worker(tmp_path / "w.npz", "--devices", "2"))
     weights, loss, replicas = load_weights(tmp_path / "w.npz")
-    assert replicas == 2 and single_device[2] == 1
-    assert_same_weights(weights, single_device[0])
-    np.testing.assert_allclose(loss, single_device[1], rtol=1e-5)
+    assert replicas == 2
+    expected_weights, expected_loss = single_device_run("custom", fit=False)
+    assert_same_weights(weights, expected_weights)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
 
 
 def free_ports(count):
@@ -93,9 +116,7 @@ def free_ports(count):
 
 
 @pytest.mark.slow
-def test_multi_worker_workers_end_with_identical_weights(
-    single_device, tmp_path
-):
+def test_multi_worker_seq2seq_workers_end_with_identical_weights(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     processes = []
     for index in range(2):
@@ -106,6 +127,8 @@ def test_multi_worker_workers_end_with_identical_weights(
         processes.append(
             run_worker(
                 tmp_path / f"w{index}.npz",
+                "--model",
+                "seq2seq",
                 "--multiworker",
                 "--checkpoint",
                 str(tmp_path / "ckpt"),
@@ -119,7 +142,9 @@ def test_multi_worker_workers_end_with_identical_weights(
     ]
     assert replicas == 2
     assert_same_weights(w0, w1, atol=0)
-    assert_same_weights(w0, single_device[0], atol=1e-6)
+    np.testing.assert_array_equal(loss0, loss1)
+    expected_weights, _ = single_device_run("seq2seq", fit=False)
+    assert_same_weights(w0, expected_weights, atol=1e-5)
     # The chief wrote the checkpoints; the other worker a private copy.
     assert (tmp_path / "ckpt" / "checkpoint").exists()
 
