@@ -324,7 +324,10 @@ class TransformerDecoderBlock(_Block):
     For fast decoding pass a self-attention `cache` `(B, 2, T_max, H_kv, D)`
     and `cache_update_index`: the new tokens' keys/values are written at the
     index, the tokens attend to everything before them, and the updated
-    cache is returned (step by step == full sequence).
+    cache is returned (step by step == full sequence). The cross-attention
+    keys/values of the encoder outputs do not change while decoding: compute
+    them once with `compute_cross_attention_cache(encoder_outputs)` and pass
+    them as `cross_attention_cache` at every step.
 
     Args:
         Same as `TransformerEncoderBlock`.
@@ -338,6 +341,9 @@ class TransformerDecoderBlock(_Block):
         attention_mask: optional bool `(B, T, T)` for the self-attention.
         cache: optional `(B, 2, T_max, H_kv, D)` self-attention cache.
         cache_update_index: int or scalar tensor, the position of `inputs`.
+        cross_attention_cache: optional `(B, 2, S, H_kv, D)` from
+            `compute_cross_attention_cache`, used instead of projecting
+            `encoder_outputs` again.
         return_attention_scores: whether to also return the weights.
         training: whether dropout is active.
 
@@ -384,6 +390,7 @@ class TransformerDecoderBlock(_Block):
         attention_mask=None,
         cache=None,
         cache_update_index=None,
+        cross_attention_cache=None,
         return_attention_scores=False,
         training=None,
     ):
@@ -425,6 +432,7 @@ class TransformerDecoderBlock(_Block):
                     value_mask=encoder_outputs_mask,
                     return_attention_scores=return_attention_scores,
                     training=training,
+                    cache=cross_attention_cache,
                 ),
                 self.cross_attention_norm,
                 training,
@@ -438,6 +446,22 @@ class TransformerDecoderBlock(_Block):
         if cache is not None:
             results += (cache,)
         return results[0] if len(results) == 1 else results
+
+    def compute_cross_attention_cache(self, encoder_outputs):
+        """Cross-attention keys/values `(B, 2, S, H_kv, D)`, once per source.
+
+        Args:
+            encoder_outputs: `(B, S, d_e)`.
+
+        Returns:
+            The `cross_attention_cache` of `call`.
+        """
+        if self.cross_attention is None:
+            raise ValueError(
+                "This block has no cross-attention (it was built without "
+                "`encoder_outputs`)."
+            )
+        return self.cross_attention.compute_cache(encoder_outputs)
 
     def compute_output_spec(
         self,
@@ -584,15 +608,20 @@ class TransformerDecoder(TransformerEncoder):
         encoder_outputs: optional `(B, S, d_e)`.
         mask: optional bool `(B, T)`.
         encoder_outputs_mask: optional bool `(B, S)`.
-        cache: optional `(B, num_layers, 2, T_max, H_kv, D)`.
+        cache: optional `(B, num_layers, 2, T_max, H_kv, D)`, or a list of
+            `num_layers` block caches `(B, 2, T_max, H_kv, D)` (no stacking
+            and slicing of the whole cache at every step).
         cache_update_index: int or scalar tensor.
+        cross_attention_cache: optional list of `num_layers` block caches
+            `(B, 2, S, H_kv, D)` from `compute_cross_attention_cache`.
         return_attention_scores: whether to also return a list of weight
             dicts, one per block.
         training: whether dropout is active.
 
     Returns:
         `(B, T, d)`; then the list of weights if `return_attention_scores`;
-        then the updated cache if one was passed.
+        then the updated cache if one was passed (a tensor or a list, as
+        passed).
 
     Examples:
         >>> import numpy as np
@@ -617,18 +646,26 @@ class TransformerDecoder(TransformerEncoder):
         encoder_outputs_mask=None,
         cache=None,
         cache_update_index=None,
+        cross_attention_cache=None,
         return_attention_scores=False,
         training=None,
     ):
         x, weights, caches = inputs, [], []
+        stacked = cache is not None and not isinstance(cache, (list, tuple))
         for i, block in enumerate(self.blocks):
+            block_cache = None
+            if cache is not None:
+                block_cache = cache[:, i] if stacked else cache[i]
             results = block(
                 x,
                 encoder_outputs,
                 mask=mask,
                 encoder_outputs_mask=encoder_outputs_mask,
-                cache=None if cache is None else cache[:, i],
+                cache=block_cache,
                 cache_update_index=cache_update_index,
+                cross_attention_cache=None
+                if cross_attention_cache is None
+                else cross_attention_cache[i],
                 return_attention_scores=return_attention_scores,
                 training=training,
             )
@@ -645,8 +682,23 @@ class TransformerDecoder(TransformerEncoder):
         if return_attention_scores:
             results += (weights,)
         if cache is not None:
-            results += (ops.stack(caches, axis=1),)
+            results += (ops.stack(caches, axis=1) if stacked else caches,)
         return results[0] if len(results) == 1 else results
+
+    def compute_cross_attention_cache(self, encoder_outputs):
+        """Each block's cross-attention keys/values, once per source.
+
+        Args:
+            encoder_outputs: `(B, S, d_e)`.
+
+        Returns:
+            List of `num_layers` tensors `(B, 2, S, H_kv, D)`: the
+            `cross_attention_cache` of `call`.
+        """
+        return [
+            block.compute_cross_attention_cache(encoder_outputs)
+            for block in self.blocks
+        ]
 
     def compute_output_spec(
         self,
@@ -657,10 +709,13 @@ class TransformerDecoder(TransformerEncoder):
         **kwargs,
     ):
         block_cache = None
-        if cache is not None:
+        stacked = cache is not None and not isinstance(cache, (list, tuple))
+        if stacked:
             block_cache = keras.KerasTensor(
                 (cache.shape[0],) + tuple(cache.shape[2:]), dtype=cache.dtype
             )
+        elif cache is not None:
+            block_cache = cache[0]
         spec = self.blocks[0].compute_output_spec(
             inputs, encoder_outputs, block_cache, return_attention_scores
         )
@@ -669,6 +724,8 @@ class TransformerDecoder(TransformerEncoder):
         results = (spec[0],)
         if return_attention_scores:
             results += ([spec[1]] * self.num_layers,)
-        if cache is not None:
+        if stacked:
             results += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
+        elif cache is not None:
+            results += ([spec[-1]] * self.num_layers,)
         return results

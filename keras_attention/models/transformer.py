@@ -244,6 +244,7 @@ class Transformer(keras.Model):
                 encoder_outputs_mask=state["memory_mask"],
                 cache=state["cache"],
                 cache_update_index=index,
+                cross_attention_cache=state["cross_attention_cache"],
             )  # (B, 1, d)
             return logits_of(hidden[:, 0]), {**state, "cache": cache}
 
@@ -284,17 +285,17 @@ class Transformer(keras.Model):
         memory = self._encode(source)  # (B, S, d)
         state = {"memory": memory, "memory_mask": ops.not_equal(source, 0)}
         if use_cache:
+            # One self-attention cache per block (a list, so no step copies
+            # a stacked cache), and the source's cross-attention keys/values
+            # projected once.
             head_dim = self.hidden_dim // self.num_heads
-            state["cache"] = ops.zeros(
-                (
-                    batch,
-                    self.num_layers,
-                    2,
-                    max_length,
-                    self.num_heads,
-                    head_dim,
-                ),
-                dtype=memory.dtype,
+            shape = (batch, 2, max_length, self.num_heads, head_dim)
+            state["cache"] = [
+                ops.zeros(shape, dtype=memory.dtype)
+                for _ in range(self.num_layers)
+            ]
+            state["cross_attention_cache"] = (
+                self.decoder_stack.compute_cross_attention_cache(memory)
             )
         else:
             state["prefix"] = ops.zeros((batch, max_length), "int32")

@@ -121,6 +121,33 @@ def test_decoder_cache_reproduces_full_forward(cls, extra):
     np.testing.assert_allclose(np.concatenate(outputs, 1), expected, atol=1e-5)
 
 
+def test_cross_attention_cache_and_list_caches_reproduce_full_forward():
+    decoder = TransformerDecoder(2, **BLOCK)
+    expected = decoder(X, MEMORY)
+    cross = decoder.compute_cross_attention_cache(MEMORY)
+    assert [tuple(c.shape) for c in cross] == [(2, 2, 5, 2, 4)] * 2
+    caches = [np.zeros((2, 2, 6, 2, 4), "float32")] * 2
+    outputs = []
+    for i in range(6):
+        out, caches = decoder(
+            X[:, i : i + 1],
+            MEMORY,
+            cache=caches,
+            cache_update_index=i,
+            cross_attention_cache=cross,
+        )
+        assert isinstance(caches, list) and len(caches) == 2
+        outputs.append(out)
+    np.testing.assert_allclose(np.concatenate(outputs, 1), expected, atol=1e-5)
+
+
+def test_cross_attention_cache_needs_cross_attention():
+    block = TransformerDecoderBlock(**BLOCK)
+    block(X)
+    with pytest.raises(ValueError, match="no cross-attention"):
+        block.compute_cross_attention_cache(MEMORY)
+
+
 def test_stacks_return_per_layer_weights():
     encoder = TransformerEncoder(3, **BLOCK)
     out, weights = encoder(X, return_attention_scores=True)
