@@ -182,13 +182,16 @@ def train(
         bar = None
         if chief and verbose:
             print(f"Epoch {int(epoch.numpy()) + 1}/{epochs}")
-            bar = keras.utils.Progbar(steps_per_epoch)
+            # The running mean of the epoch, as `fit()` shows it.
+            bar = keras.utils.Progbar(
+                steps_per_epoch, stateful_metrics=["loss"]
+            )
         total = 0.0
         for step in range(steps_per_epoch):
             value = float(train_step(iterator))
             total += value
             if bar is not None:
-                bar.update(step + 1, values=[("loss", value)])
+                bar.update(step + 1, values=[("loss", total / (step + 1))])
         history["loss"].append(total / steps_per_epoch)
         epoch.assign_add(1)
         if manager is not None:
