@@ -266,6 +266,25 @@ def _after(index, tensor):
     return index + ops.cast(ops.nan_to_num(first * 0.0), "int32")
 
 
+def _causal_query_blocks(query, key, chunk_size, use_causal_mask):
+    """`[(start, stop)]` query blocks for causal self-attention, or `None`.
+
+    Only for static, equal query and key lengths of more than two blocks;
+    a block holds `max(4 · chunk_size, length / 8)` queries (rounded to
+    whole key chunks), which keeps the visited key blocks near half.
+    """
+    length = query.shape[-2]
+    if not use_causal_mask or not isinstance(length, int):
+        return None
+    if key.shape[-2] != length:
+        return None
+    size = max(4 * chunk_size, -(-length // 8))
+    size = -(-size // chunk_size) * chunk_size
+    if length <= 2 * size:
+        return None
+    return [(i, min(i + size, length)) for i in range(0, length, size)]
+
+
 def _split_chunks(x, axis, num_chunks, chunk_size, pad_value=0):
     """Pad `axis` to `num_chunks · chunk_size`, split it, chunks first."""
     length = ops.shape(x)[axis]
@@ -325,6 +344,33 @@ def chunked_attention(
     Returns:
         `(B, ..., Tq, Dv)` in `value`'s dtype.
     """
+    blocks = _causal_query_blocks(query, key, chunk_size, use_causal_mask)
+    if blocks and query_offset == 0:
+        # Causal self-attention: the queries of block `[start, stop)` see
+        # only keys `[0, stop)`, so the key blocks above the diagonal (about
+        # half the work) are never visited.
+        outputs = []
+        for start, stop in blocks:
+            outputs.append(
+                chunked_attention(
+                    query[..., start:stop, :],
+                    key[..., :stop, :],
+                    value[..., :stop, :],
+                    chunk_size,
+                    score=score,
+                    query_mask=None
+                    if query_mask is None
+                    else query_mask[:, start:stop],
+                    key_mask=None if key_mask is None else key_mask[:, :stop],
+                    attention_mask=None
+                    if attention_mask is None
+                    else attention_mask[:, start:stop, :stop],
+                    use_causal_mask=True,
+                    sliding_window=sliding_window,
+                    query_offset=start,
+                )
+            )
+        return ops.concatenate(outputs, axis=-2)
     rank = len(query.shape)
     query_length = ops.shape(query)[-2]
     key_length = ops.shape(key)[-2]

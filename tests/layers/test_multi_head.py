@@ -226,6 +226,32 @@ def test_chunked_equals_unchunked_forward_and_gradient(kwargs, call_kwargs):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_size", [2, 3])
+@pytest.mark.parametrize("kwargs", [{}, {"num_key_value_heads": 1}])
+def test_chunked_causal_self_attention_skipping_blocks(chunk_size, kwargs):
+    # Long enough for the causal query blocks (key blocks above the
+    # diagonal are skipped), with padding; forward and gradients.
+    plain = MultiHeadAttention(num_heads=2, key_dim=4, **kwargs)
+    chunked = MultiHeadAttention(
+        num_heads=2, key_dim=4, chunk_size=chunk_size, **kwargs
+    )
+    x = tf.constant(normal(2, 29, 6))
+    mask = np.arange(29)[None] < np.array([[29], [20]])
+    plain(x, x), chunked(x, x)
+    chunked.set_weights(plain.get_weights())
+    results = []
+    for layer in (plain, chunked):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(
+                x, x, use_causal_mask=True, query_mask=mask, value_mask=mask
+            )
+            loss = tf.reduce_sum(tf.sin(out) * out)
+        results.append((out, *tape.gradient(loss, [x, *layer.weights])))
+    for expected, actual in zip(*results):
+        np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
 @hypothesis.settings(max_examples=20, deadline=None)
 @hypothesis.given(
     query_length=st.integers(1, 9),
