@@ -1,4 +1,4 @@
-"""Text classification: attention pooling shows which words decided.
+"""Text classification: where does attention pooling look?
 
 A generated sentiment task: reviews of 8 to 20 words where most words are
 neutral filler ("the plot was about a man ...") and one or three sentiment
@@ -9,7 +9,9 @@ to read word pairs, not just spot words.
 `keras_attention.models.TransformerClassifier(pooling="attention")` encodes
 the words with a Transformer encoder and pools them with a learned query
 (`AttentionPooling`): the pooling weights `pooling_weights(tokens)` say how
-much each word counted in the sentence vector. Trains with `fit` (Keras
+much each position counted in the sentence vector. (They weigh encoder
+outputs, which self-attention has already mixed with their context, so they
+hint at, but do not prove, which words decided.) Trains with `fit` (Keras
 progress bar), reports held-out accuracy (overall, with and without
 negation) and the share of pooling attention that lands on the deciding
 words, and writes to `--out`:

@@ -98,7 +98,11 @@ def make_dataset(sources, targets, tokenizers, max_length, batch_size):
         source = source_tokenizer(source, max_length=max_length)
         target = target_tokenizer(target, max_length=max_length + 1)
         inputs = {"source": source, "target_in": target[:, :-1]}
-        return inputs, target[:, 1:]
+        target_out = target[:, 1:]
+        # Weight 1 on real target tokens: the loss and the accuracy skip the
+        # padding (and the position after the end token).
+        weights = tf.cast(tf.not_equal(target_out, text.PAD_ID), "float32")
+        return inputs, target_out, weights
 
     dataset = tf.data.Dataset.from_tensor_slices((sources, targets))
     dataset = dataset.shuffle(len(sources), seed=0).batch(batch_size)
@@ -203,9 +207,9 @@ def main(argv=None):
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, ignore_class=text.PAD_ID
         ),
-        # The decoder output carries the target mask, so keras averages the
-        # accuracy over non-padded decoder positions only.
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        weighted_metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
     )
     train = make_dataset(train_src, train_tgt, tokenizers, max_length, 64)
     start = time.perf_counter()
