@@ -1,0 +1,41 @@
+"""Every benchmark script runs with `--quick` and prints its JSON line.
+
+These are smoke tests of the scripts (they must not rot), not timings: the
+ratios at tiny sizes mean nothing and are not asserted.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+EXPECTED_KEYS = {
+    "multi_head": "max_ratio",
+    "long_sequence": "results",
+    "decoding": "cache_speedup",
+    "rnn_decoder": "train_ratio",
+    "distributed": "overhead_ratio",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED_KEYS))
+def test_benchmark_quick_run_prints_one_json_line(name):
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py")]
+        + ["--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [
+        line for line in result.stdout.splitlines() if line.startswith("{")
+    ]
+    assert len(lines) == 1, result.stdout[-3000:]
+    report = json.loads(lines[0])
+    assert EXPECTED_KEYS[name] in report, report
