@@ -21,6 +21,7 @@ Prints one JSON line.
 
 import argparse
 import json
+import statistics
 import time
 
 import keras
@@ -55,16 +56,20 @@ def tutorial_model(source_vocab, target_vocab, embedding_dim, units):
     return keras.Model({"source": source, "target_in": target_in}, logits)
 
 
-def steps_per_second(model, data, batch_size, steps, jit_compile):
+def compile_and_warm_up(model, data, batch_size, jit_compile):
     model.compile(
         optimizer="adam",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=jit_compile,
     )
     inputs, targets = data
-    # Warm up (tracing, XLA compilation), then time whole epochs.
+    # Tracing and XLA compilation happen here, not in the timed runs.
     model.fit(inputs, targets, batch_size=batch_size, epochs=1, verbose=0,
               steps_per_epoch=2)  # fmt: skip
+
+
+def epoch_seconds(model, data, batch_size, steps):
+    inputs, targets = data
     start = time.perf_counter()
     model.fit(
         inputs,
@@ -74,7 +79,18 @@ def steps_per_second(model, data, batch_size, steps, jit_compile):
         steps_per_epoch=steps,
         verbose=0,
     )
-    return steps / (time.perf_counter() - start)
+    return time.perf_counter() - start
+
+
+def steps_per_second(models, data, batch_size, steps, jit_compile, repeats):
+    """Training steps/s of each model: median of interleaved timed runs."""
+    for model in models.values():
+        compile_and_warm_up(model, data, batch_size, jit_compile)
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            times[name].append(epoch_seconds(model, data, batch_size, steps))
+    return {name: steps / statistics.median(t) for name, t in times.items()}
 
 
 def decode_seconds(model, source, max_length, jit_compile, repeats):
@@ -122,12 +138,15 @@ def main(argv=None):
                                   bidirectional=False),
     }  # fmt: skip
     results = {"benchmark": "rnn_decoder", "quick": args.quick, **sizes}
+    repeats = 1 if args.quick else 5
     for jit in (True, False):
         tag = "xla" if jit else "graph"
-        peer_rate = steps_per_second(peer, data, batch, steps, jit)
+        rates = steps_per_second(
+            {"tutorial": peer, **models}, data, batch, steps, jit, repeats
+        )
+        peer_rate = rates.pop("tutorial")
         results[f"train_steps_per_s_tutorial_{tag}"] = round(peer_rate, 2)
-        for suffix, model in models.items():
-            rate = steps_per_second(model, data, batch, steps, jit)
+        for suffix, rate in rates.items():
             results[f"train_steps_per_s_ours{suffix}_{tag}"] = round(rate, 2)
             results[f"train_ratio{suffix}_{tag}"] = round(rate / peer_rate, 3)
     results["train_ratio"] = results["train_ratio_xla"]

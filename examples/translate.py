@@ -222,10 +222,10 @@ def main(argv=None):
     print(f"\ntraining time: {train_seconds:.0f} s")
     print(f"exact match on {len(test_src)} held-out pairs: {exact:.3f}")
     print(f"{name}: {score:.1f}")
-    print(f"\n{'source':42s} {'reference':42s} prediction")
+    print(f"\n{'source':46s} prediction (✗: differs from the reference)")
     for s, t, h in list(zip(test_src, test_tgt, hypotheses))[:8]:
-        mark = "" if h == t else "  ✗"
-        print(f"{s[:41]:42s} {t[:41]:42s} {h}{mark}")
+        mark = "" if h == t else f"  ✗ reference: {t}"
+        print(f"{s:46s} {h}{mark}")
 
     sentence = test_src[0]
     plot_cross_attention(
