@@ -104,7 +104,7 @@ def main():
         print(json.dumps(measure(*json.loads(args.child))))
         return
     if args.quick:
-        forward_lengths, backward_length, repeats = (256, 512), 512, 2
+        forward_lengths, backward_length, repeats = (512,), 512, 2
     else:
         forward_lengths, backward_length, repeats = (2048, 4096, 8192), 4096, 3
     chunk = args.chunk_size

@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(__file__))
 EXPECTED_KEYS = {
     "multi_head": "max_ratio",
     "long_sequence": "results",
-    "decoding": "cache_speedup",
+    "decoding": "results",
     "rnn_decoder": "train_ratio",
     "distributed": "overhead_ratio",
 }
