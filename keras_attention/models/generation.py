@@ -1,4 +1,5 @@
-"""What every generating model shares: method dispatch and compilation."""
+"""What every generating model shares: method dispatch, compilation and
+the mask-free outputs of its encoder sub-model."""
 
 import weakref
 
@@ -87,3 +88,26 @@ def compile_generate(model, source, max_length, **options):
             autograph=False,
         )
     return functions[key](source)
+
+
+@keras.saving.register_keras_serializable(package="keras_attention")
+class Unmasked(keras.layers.Layer):
+    """Identity that drops the keras mask (for `.encoder` sub-model outputs).
+
+    The `.decoder` sub-models take the source padding as an explicit
+    `memory_mask` input, so the encoder's memory is returned without a mask
+    attached; passing it on then raises no "destroys the mask" warning.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        return ops.copy(inputs)  # a new tensor: the input keeps its mask
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -9,6 +9,7 @@ from keras_attention.layers.rnn import get_mechanism
 from keras_attention.models.generation import END_ID
 from keras_attention.models.generation import PAD_ID
 from keras_attention.models.generation import START_ID
+from keras_attention.models.generation import Unmasked
 from keras_attention.models.generation import compile_generate
 from keras_attention.models.generation import next_token_logits
 from keras_attention.models.generation import run_decoding
@@ -223,7 +224,9 @@ class Seq2Seq(keras.Model):
         source = keras.Input((None,), dtype="int32", name="source")
         memory, states = encode(source)
         self.encoder = keras.Model(
-            source, {"memory": memory, "states": states}, name="encoder"
+            source,
+            {"memory": Unmasked()(memory), "states": states},
+            name="encoder",
         )
         decoder_inputs = {
             "target_in": keras.Input((None,), dtype="int32", name="target_in"),

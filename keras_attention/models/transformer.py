@@ -10,6 +10,7 @@ from keras_attention.layers.transformer import TransformerEncoder
 from keras_attention.models.generation import END_ID
 from keras_attention.models.generation import PAD_ID
 from keras_attention.models.generation import START_ID
+from keras_attention.models.generation import Unmasked
 from keras_attention.models.generation import compile_generate
 from keras_attention.models.generation import next_token_logits
 from keras_attention.models.generation import run_decoding
@@ -181,7 +182,9 @@ class Transformer(keras.Model):
 
         # === Sub-models (shared weights) ===
         source = keras.Input((None,), dtype="int32", name="source")
-        self.encoder = keras.Model(source, encode(source), name="encoder")
+        self.encoder = keras.Model(
+            source, Unmasked()(encode(source)), name="encoder"
+        )
         decoder_inputs = {
             "target_in": keras.Input((None,), dtype="int32", name="target_in"),
             "memory": keras.Input((None, hidden_dim), name="memory"),
