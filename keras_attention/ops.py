@@ -345,7 +345,7 @@ def chunked_attention(
         `(B, ..., Tq, Dv)` in `value`'s dtype.
     """
     blocks = _causal_query_blocks(query, key, chunk_size, use_causal_mask)
-    if blocks and query_offset == 0:
+    if blocks and isinstance(query_offset, int) and query_offset == 0:
         # Causal self-attention: the queries of block `[start, stop)` see
         # only keys `[0, stop)`, so the key blocks above the diagonal (about
         # half the work) are never visited.
