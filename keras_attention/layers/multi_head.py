@@ -395,13 +395,16 @@ class MultiHeadAttention(keras.layers.Layer):
             x, positions[:, None], self.rotary_max_wavelength
         )
 
-    def _update_cache(self, cache, key, value, index):
-        """Write `key`, `value` `(B, T, H_kv, D)` into `cache` at `index`."""
+    def _check_cacheable(self):
         if self._key_dim != self._value_dim:
             raise ValueError(
                 "A key/value cache needs `value_dim == key_dim`. Received: "
                 f"key_dim={self._key_dim}, value_dim={self._value_dim}"
             )
+
+    def _update_cache(self, cache, key, value, index):
+        """Write `key`, `value` `(B, T, H_kv, D)` into `cache` at `index`."""
+        self._check_cacheable()
         # One write into the whole cache: each copy of it costs a pass over
         # (B, 2, T_max, H_kv, D), the bulk of a decoding step's memory work.
         update = ops.cast(ops.stack((key, value), axis=1), cache.dtype)
@@ -429,16 +432,12 @@ class MultiHeadAttention(keras.layers.Layer):
         Returns:
             `(B, 2, Tk, H_kv, D)`: projected (and rotated) keys, then values.
         """
+        self._check_cacheable()
         key = value if key is None else key
         projected_key = self._key_dense(_without_mask(key))
         if self.rotary_max_wavelength is not None:
             projected_key = self._rotate(projected_key, 0)
         projected_value = self._value_dense(_without_mask(value))
-        if self._key_dim != self._value_dim:
-            raise ValueError(
-                "A key/value cache needs `value_dim == key_dim`. Received: "
-                f"key_dim={self._key_dim}, value_dim={self._value_dim}"
-            )
         return ops.stack((projected_key, projected_value), axis=1)
 
     def call(
