@@ -20,7 +20,8 @@ import random
 import keras
 from keras import ops
 
-NEG_INF = -1.0e9  # finite "minus infinity": no inf - inf in float32
+from keras_attention import utils
+from keras_attention.constants import mask_value
 
 
 def _call_step(step_fn, tokens, state, index):
@@ -36,14 +37,18 @@ def _call_step(step_fn, tokens, state, index):
 
 
 def _check(max_length, end_id, pad_id):
-    if int(max_length) <= 0:
-        raise ValueError(
-            f"`max_length` must be positive. Received: {max_length=}"
-        )
+    utils.check_positive_int("max_length", max_length)
     if end_id is not None and end_id == pad_id:
         raise ValueError(
             f"`end_id` and `pad_id` must differ. Received: {end_id=}, {pad_id=}"
         )
+
+
+def _running(index, max_length, finished):
+    """Loop condition: steps left and a sequence not yet finished."""
+    return ops.logical_and(
+        index < max_length, ops.logical_not(ops.all(finished))
+    )
 
 
 def _write(tokens, index, values):
@@ -66,11 +71,6 @@ def _decode(
     tokens = ops.full((batch, max_length), pad_id, "int32")  # (B, L)
     finished = ops.zeros((batch,), "bool")
 
-    def cond(index, tokens, last, finished, state):
-        return ops.logical_and(
-            index < max_length, ops.logical_not(ops.all(finished))
-        )
-
     def body(index, tokens, last, finished, state):
         logits, state, _ = _call_step(step_fn, last, state, index)  # (B, V)
         chosen = ops.cast(choose(logits, index), "int32")  # (B,)
@@ -81,7 +81,13 @@ def _decode(
         return index + 1, tokens, chosen, finished, state
 
     loop_vars = (0, tokens, start_ids, finished, initial_state)
-    return ops.while_loop(cond, body, loop_vars)[1]
+    return ops.while_loop(
+        lambda index, tokens, last, finished, state: _running(
+            index, max_length, finished
+        ),
+        body,
+        loop_vars,
+    )[1]
 
 
 def greedy_search(
@@ -152,14 +158,14 @@ def filter_logits(logits, top_k=None, top_p=None):
     logits = ops.cast(logits, "float32")
     if top_k is not None:
         kth = ops.top_k(logits, k=int(top_k))[0][:, -1:]  # (B, 1)
-        logits = ops.where(logits < kth, NEG_INF, logits)
+        logits = ops.where(logits < kth, mask_value(), logits)
     if top_p is not None:
         ordered = ops.top_k(logits, k=ops.shape(logits)[-1])[0]  # descending
         probs = ops.softmax(ordered, axis=-1)
         before = ops.cumsum(probs, axis=-1) - probs  # mass of better tokens
         kept = ops.sum(ops.cast(before < top_p, "int32"), axis=-1)  # >= 1
         threshold = ops.take_along_axis(ordered, kept[:, None] - 1, axis=-1)
-        logits = ops.where(logits < threshold, NEG_INF, logits)
+        logits = ops.where(logits < threshold, mask_value(), logits)
     return logits
 
 
@@ -236,6 +242,52 @@ def length_penalty_fn(lengths, alpha):
     return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
 
 
+def _coverage_of(coverage, batch, width):
+    """GNMT `cp / β = Σ_s log(min(Σ_t α_ts, 1))` of each beam: `(B, W)`.
+
+    Source positions with total weight exactly 0 (padding) are left out.
+    """
+    covered = ops.reshape(coverage, (batch, width, -1))  # (B, W, S)
+    logs = ops.log(ops.clip(covered, 1e-10, 1.0))
+    return ops.sum(ops.where(covered > 0, logs, 0.0), axis=-1)
+
+
+def _candidates(logits, log_probs, finished, end_id, pad_id):
+    """Every beam extended by every token: log-probs and which ones end.
+
+    A finished beam only extends with `pad_id`, at no cost. Returns the
+    candidates' total log-probabilities and end flags, both `(B, W, V)`.
+    """
+    batch, width = ops.shape(log_probs)
+    vocab = ops.shape(logits)[-1]
+    step_log_probs = ops.reshape(
+        ops.log_softmax(logits, axis=-1), (batch, width, vocab)
+    )
+    pad_only = ops.where(ops.arange(vocab) == pad_id, 0.0, mask_value())
+    step_log_probs = ops.where(
+        ops.expand_dims(finished, -1), pad_only, step_log_probs
+    )
+    total = ops.expand_dims(log_probs, -1) + step_log_probs  # (B, W, V)
+    ends = ops.expand_dims(finished, -1)  # candidate v of beam w ends
+    if end_id is not None:  # when v is end_id or beam w ended
+        ends = ops.logical_or(ends, ops.arange(vocab) == end_id)
+    return total, ops.broadcast_to(ends, ops.shape(total))
+
+
+def _select(scores, width):
+    """The `W` best candidates `(B, W * V)` -> flat index, parent, token."""
+    vocab = ops.shape(scores)[-1]
+    flat = ops.reshape(scores, (ops.shape(scores)[0], -1))
+    _, best = ops.top_k(flat, k=width)  # (B, W), best first
+    return best, best // vocab, ops.cast(best % vocab, "int32")
+
+
+def _follow(x, parent):
+    """Rows `(B, W, ...)` of `x` reordered to follow each beam's parent."""
+    index = ops.reshape(parent, tuple(ops.shape(parent)) + (1,) * (x.ndim - 2))
+    return ops.take_along_axis(x, index, axis=1)
+
+
 def beam_search(
     step_fn,
     initial_state,
@@ -296,120 +348,42 @@ def beam_search(
         (length and coverage penalties).
     """
     _check(max_length, end_id, pad_id)
-    width = int(beam_width)
-    if width <= 0:
-        raise ValueError(
-            f"`beam_width` must be positive. Received: {beam_width=}"
-        )
+    utils.check_positive_int("beam_width", beam_width)
+    width, use_coverage = int(beam_width), bool(coverage_penalty)
     start_ids = ops.cast(start_ids, "int32")
     batch = ops.shape(start_ids)[0]
 
-    def tile(x):  # (B, ...) -> (B * W, ...), beams of a row adjacent
-        return ops.repeat(x, width, axis=0)
-
-    state = keras.tree.map_structure(tile, initial_state)
-    last = tile(start_ids)  # (B * W,)
-    tokens = ops.full((batch, width, max_length), pad_id, "int32")
-    # Only beam 0 is live at first, so the W beams do not start identical.
-    log_probs = ops.tile(
-        ops.convert_to_tensor([[0.0] + [NEG_INF] * (width - 1)]), (batch, 1)
-    )  # (B, W)
-    finished = ops.zeros((batch, width), "bool")
-    lengths = ops.zeros((batch, width), "int32")
-    use_coverage = bool(coverage_penalty)
-    coverage = ops.zeros((batch * width, 1), "float32")  # unused placeholder
-    if use_coverage:
-        # Probe the alignment size with one step (traced, not looped).
-        alignments = _call_step(step_fn, last, state, 0)[2]
-        if alignments is None:
-            raise ValueError(
-                "`coverage_penalty` needs `step_fn` to return `(logits, "
-                "state, alignments)`. Received: `(logits, state)`"
-            )
-        coverage = ops.zeros(ops.shape(alignments), "float32")  # (B*W, S)
-
-    def coverage_of(coverage):  # GNMT cp / β of each beam, (B, W)
-        covered = ops.reshape(coverage, (batch, width, -1))  # (B, W, S)
-        logs = ops.log(ops.clip(covered, 1e-10, 1.0))
-        return ops.sum(ops.where(covered > 0, logs, 0.0), axis=-1)
-
-    def scores_of(log_probs, lengths, finished, penalty):
+    def scores_of(log_probs, lengths, finished, coverage):
         scores = log_probs / length_penalty_fn(lengths, length_penalty)
         if not use_coverage:
             return scores
+        penalty = _coverage_of(coverage, batch, width)
+        if len(scores.shape) == 3:  # candidates (B, W, V)
+            penalty = ops.expand_dims(penalty, -1)
         return scores + coverage_penalty * ops.where(finished, penalty, 0.0)
-
-    def cond(
-        index, tokens, last, log_probs, finished, lengths, coverage, state
-    ):
-        return ops.logical_and(
-            index < max_length, ops.logical_not(ops.all(finished))
-        )
 
     def body(
         index, tokens, last, log_probs, finished, lengths, coverage, state
     ):
         logits, state, alignments = _call_step(step_fn, last, state, index)
-        vocab = ops.shape(logits)[-1]
-        step_log_probs = ops.log_softmax(logits, axis=-1)  # (B*W, V)
-        step_log_probs = ops.reshape(step_log_probs, (batch, width, vocab))
-        # A finished beam continues with pad_id only, at no cost.
-        pad_only = ops.where(ops.arange(vocab) == pad_id, 0.0, NEG_INF)
-        step_log_probs = ops.where(
-            finished[:, :, None], pad_only, step_log_probs
-        )
-        total = log_probs[:, :, None] + step_log_probs  # (B, W, V)
-        new_lengths = lengths + ops.cast(ops.logical_not(finished), "int32")
         if use_coverage:  # a finished beam attends no more
             live = ops.reshape(ops.logical_not(finished), (-1, 1))
-            coverage = coverage + ops.where(
-                live, ops.cast(alignments, "float32"), 0.0
-            )
-        # Candidate v of beam w ends when it is end_id (or beam w ended).
-        candidate_finished = finished[:, :, None]
-        if end_id is not None:
-            candidate_finished = ops.logical_or(
-                candidate_finished, ops.arange(vocab) == end_id
-            )
-        candidate_finished = ops.broadcast_to(
-            candidate_finished, ops.shape(total)
-        )
-        candidate_scores = scores_of(
-            total,
-            new_lengths[:, :, None],
-            candidate_finished,
-            coverage_of(coverage)[:, :, None] if use_coverage else None,
-        )  # (B, W, V)
-        flat_scores = ops.reshape(candidate_scores, (batch, width * vocab))
-        _, best = ops.top_k(flat_scores, k=width)  # (B, W), best first
-        parent = best // vocab  # (B, W)
-        chosen = ops.cast(best % vocab, "int32")
-
-        def gather(x):  # follow the parents: (B, W, ...) rows
-            return ops.take_along_axis(
-                x,
-                ops.reshape(parent, (batch, width) + (1,) * (x.ndim - 2)),
-                axis=1,
-            )
-
-        flat_total = ops.reshape(total, (batch, width * vocab))
+            coverage += ops.where(live, ops.cast(alignments, "float32"), 0.0)
+        total, ends = _candidates(logits, log_probs, finished, end_id, pad_id)
+        lengths = lengths + ops.cast(ops.logical_not(finished), "int32")
+        scores = scores_of(total, ops.expand_dims(lengths, -1), ends, coverage)
+        best, parent, chosen = _select(scores, width)
+        flat_total = ops.reshape(total, (batch, -1))
         log_probs = ops.take_along_axis(flat_total, best, axis=1)
-        lengths = gather(new_lengths)
-        finished = ops.take_along_axis(
-            ops.reshape(candidate_finished, (batch, width * vocab)), best, 1
+        finished = ops.take_along_axis(ops.reshape(ends, (batch, -1)), best, 1)
+        tokens = _write(_follow(tokens, parent), index, chosen)
+        # Row of each parent in the tiled (B * W, ...) state.
+        rows = ops.reshape(parent + ops.arange(batch)[:, None] * width, (-1,))
+        state, coverage = keras.tree.map_structure(
+            lambda x: ops.take(x, rows, axis=0), (state, coverage)
         )
-        tokens = _write(gather(tokens), index, chosen)
-        rows = ops.reshape(
-            parent + ops.arange(batch)[:, None] * width, (-1,)
-        )  # (B*W,) row of each parent in the tiled state
-
-        def reorder(x):
-            return ops.take(x, rows, axis=0)
-
-        state = keras.tree.map_structure(reorder, state)
-        if use_coverage:
-            coverage = reorder(coverage)
         last = ops.reshape(chosen, (-1,))
+        lengths = _follow(lengths, parent)
         return (
             index + 1,
             tokens,
@@ -421,14 +395,57 @@ def beam_search(
             state,
         )
 
-    loop_vars = (0, tokens, last, log_probs, finished, lengths, coverage, state)
-    _, tokens, _, log_probs, finished, lengths, coverage, _ = ops.while_loop(
-        cond, body, loop_vars
+    loop_vars = _beam_start(
+        step_fn,
+        initial_state,
+        start_ids,
+        max_length,
+        pad_id,
+        width,
+        use_coverage,
     )
-    penalty = coverage_of(coverage) if use_coverage else None
-    scores = scores_of(log_probs, lengths, finished, penalty)  # (B, W)
-    # Beams come out of top_k sorted; re-sort in case a penalty reorders.
-    scores, order = ops.top_k(scores, k=width)
+    _, tokens, _, log_probs, finished, lengths, coverage, _ = ops.while_loop(
+        lambda index, *args: _running(index, max_length, args[3]),
+        body,
+        loop_vars,
+    )
+    return _beam_results(
+        tokens,
+        scores_of(log_probs, lengths, finished, coverage),
+        return_all_beams,
+    )
+
+
+def _beam_start(step_fn, state, start_ids, max_length, pad_id, width, coverage):
+    """The loop variables of `beam_search` at step 0, state tiled."""
+    batch = ops.shape(start_ids)[0]
+    # (B, ...) -> (B * W, ...), the beams of a row adjacent.
+    state = keras.tree.map_structure(
+        lambda x: ops.repeat(x, width, axis=0), state
+    )
+    last = ops.repeat(start_ids, width, axis=0)  # (B * W,)
+    tokens = ops.full((batch, width, max_length), pad_id, "int32")
+    # Only beam 0 is live at first, so the W beams do not start identical.
+    first = ops.convert_to_tensor([[0.0] + [mask_value()] * (width - 1)])
+    log_probs = ops.tile(first, (batch, 1))  # (B, W)
+    finished = ops.zeros((batch, width), "bool")
+    lengths = ops.zeros((batch, width), "int32")
+    alignments = ops.zeros((batch * width, 1), "float32")  # unused
+    if coverage:
+        # Probe the alignment size with one step (traced, not looped).
+        alignments = _call_step(step_fn, last, state, 0)[2]
+        if alignments is None:
+            raise ValueError(
+                "`coverage_penalty` needs `step_fn` to return `(logits, "
+                "state, alignments)`. Received: `(logits, state)`"
+            )
+    coverage = ops.zeros(ops.shape(alignments), "float32")  # (B * W, S)
+    return 0, tokens, last, log_probs, finished, lengths, coverage, state
+
+
+def _beam_results(tokens, scores, return_all_beams):
+    """Beams sorted by final score (a penalty may reorder them)."""
+    scores, order = ops.top_k(scores, k=ops.shape(scores)[1])
     tokens = ops.take_along_axis(tokens, order[:, :, None], axis=1)
     if return_all_beams:
         return tokens, scores

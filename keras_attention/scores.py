@@ -36,7 +36,10 @@ class Score(keras.layers.Layer):
     """Base class of the scoring layers: shape checks and `call` contract.
 
     Subclasses implement `call(query, key)` and set `same_dim = True` when
-    the score needs `dq == dk`.
+    the score needs `dq == dk`. A score that is a scaled dot product
+    `c · qᵀk` says so through `dot_product_scale`, so that attention layers
+    can scale the queries (O(T·D) instead of O(T²)) and use their
+    dot-product paths (fused kernels, the chunked gradient).
     """
 
     same_dim = False
@@ -47,6 +50,14 @@ class Score(keras.layers.Layer):
         self.supports_masking = True
 
     def compute_mask(self, query, key=None, mask=None):
+        return None
+
+    def dot_product_scale(self, dim):
+        """`c` if this score is `c · qᵀk` for queries of size `dim`, or `None`.
+
+        A subclass that changes `call` of `Dot` or `ScaledDot` must return
+        `None` here, or attention layers will compute the plain product.
+        """
         return None
 
     def build(self, query_shape, key_shape=None):
@@ -101,6 +112,9 @@ class Dot(Score):
 
     same_dim = True
 
+    def dot_product_scale(self, dim):
+        return 1.0
+
     def call(self, query, key):
         return ops.matmul(query, _transpose_last(key))  # (..., Tq, Tk)
 
@@ -140,11 +154,12 @@ class ScaledDot(Score):
             raise ValueError(f"`scale` must be positive. Received: {scale=}")
         self.scale = scale
 
+    def dot_product_scale(self, dim):
+        return 1.0 / math.sqrt(dim) if self.scale is None else self.scale
+
     def call(self, query, key):
-        scale = self.scale
-        if scale is None:
-            scale = 1.0 / math.sqrt(query.shape[-1])
-        query = query * ops.cast(scale, query.dtype)
+        scale = self.dot_product_scale(query.shape[-1])
+        query = query * ops.cast(scale, query.dtype)  # O(T·D), not O(T²)
         return ops.matmul(query, _transpose_last(key))  # (..., Tq, Tk)
 
     def get_config(self):

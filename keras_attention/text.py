@@ -13,9 +13,14 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
-PAD, START, END, UNK = "[PAD]", "[START]", "[END]", "[UNK]"
-RESERVED_TOKENS = [PAD, START, END, UNK]
-PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
+from keras_attention import constants
+from keras_attention.constants import END_ID
+from keras_attention.constants import PAD_ID
+from keras_attention.constants import START_ID
+from keras_attention.constants import UNK_ID
+
+RESERVED_TOKENS = list(constants.RESERVED_TOKENS)
+UNK = RESERVED_TOKENS[UNK_ID]
 
 
 def normalize(texts):

@@ -5,6 +5,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from keras_attention import ops as attention_ops
+from keras_attention.constants import mask_value
 
 rng = np.random.default_rng(0)
 
@@ -57,34 +58,56 @@ def test_mask_value_is_finite_in_dtype(dtype):
     import ml_dtypes
 
     np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.dtype(dtype)
-    value = np.array(attention_ops.mask_value(dtype)).astype(np_dtype)
+    value = np.array(mask_value(dtype)).astype(np_dtype)
     assert np.isfinite(value.astype("float32")) and value < -1e4
 
 
-def test_causal_mask_with_offset():
-    mask = np.asarray(attention_ops.causal_mask(2, 4, offset=2))
+def test_build_mask_causal_with_offsets():
+    mask = np.asarray(attention_ops.build_mask(2, 4, use_causal_mask=True))
+    np.testing.assert_array_equal(mask[0], np.tril(np.ones((2, 4), bool)))
+    mask = attention_ops.build_mask(
+        2, 3, use_causal_mask=True, query_offset=3, key_offset=2
+    )  # queries at 3, 4; keys at 2, 3, 4
     np.testing.assert_array_equal(
-        mask, [[True, True, True, False], [True, True, True, True]]
+        np.asarray(mask)[0], [[True, True, False], [True, True, True]]
     )
 
 
-def test_compute_attention_mask_combines_all_masks():
-    query = np.zeros((2, 3, 1))
-    key = np.zeros((2, 4, 1))
+def test_build_mask_sliding_window():
+    mask = np.asarray(attention_ops.build_mask(4, 4, sliding_window=2))[0]
+    positions = np.arange(4)
+    expected = np.abs(positions[:, None] - positions[None, :]) < 2
+    np.testing.assert_array_equal(mask, expected)
+
+
+@pytest.mark.parametrize("rank", [3, 4, 5])
+def test_build_mask_combines_all_masks(rank):
     query_mask = np.array([[1, 1, 0], [1, 1, 1]], bool)
     key_mask = np.array([[1, 1, 1, 0], [1, 0, 1, 1]], bool)
     explicit = rng.random((2, 3, 4)) > 0.3
-    mask = attention_ops.compute_attention_mask(
-        query, key, query_mask, key_mask, explicit, use_causal_mask=True
+    mask = attention_ops.build_mask(
+        3, 4, query_mask, key_mask, explicit, use_causal_mask=True, rank=rank
     )
+    assert len(mask.shape) == rank
     causal = np.tril(np.ones((3, 4), bool))
     expected = query_mask[:, :, None] & key_mask[:, None, :] & explicit & causal
+    expected = expected.reshape((2,) + (1,) * (rank - 3) + (3, 4))
     np.testing.assert_array_equal(np.asarray(mask), expected)
 
 
-def test_compute_attention_mask_none_without_masks():
-    query = np.zeros((2, 3, 1))
-    assert attention_ops.compute_attention_mask(query, query) is None
+def test_build_mask_keeps_a_per_head_mask():
+    per_head = rng.random((2, 3, 4, 5)) > 0.5  # (B, H, Tq, Tk)
+    key_mask = rng.random((2, 5)) > 0.3
+    mask = attention_ops.build_mask(
+        4, 5, key_mask=key_mask, attention_mask=per_head, rank=4
+    )
+    np.testing.assert_array_equal(
+        np.asarray(mask), per_head & key_mask[:, None, None, :]
+    )
+
+
+def test_build_mask_is_none_without_masks():
+    assert attention_ops.build_mask(3, 3) is None
 
 
 @settings(max_examples=30, deadline=None)

@@ -95,12 +95,15 @@ def check_layer(
     return eager
 
 
-def load_example(name):
-    """Import `examples/NAME.py` as a module (examples are not a package)."""
+def load_example(name, folder="examples"):
+    """Import `examples/NAME.py` (or `FOLDER/NAME.py`) as a module.
+
+    Examples and benchmarks are scripts, not a package.
+    """
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / name
+    path = pathlib.Path(__file__).resolve().parents[1] / folder / name
     spec = importlib.util.spec_from_file_location(name, f"{path}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -18,8 +18,14 @@ import random
 
 import numpy as np
 
-RESERVED = ["[PAD]", "[START]", "[END]", "[UNK]"]
-PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
+from keras_attention.constants import END_ID
+from keras_attention.constants import PAD_ID
+from keras_attention.constants import RESERVED_TOKENS
+from keras_attention.constants import START_ID
+from keras_attention.constants import UNK_ID
+
+RESERVED = list(RESERVED_TOKENS)
+
 FIRST_DAY = datetime.date(1950, 1, 1)
 NUM_DAYS = (datetime.date(2049, 12, 31) - FIRST_DAY).days + 1
 TARGET_LENGTH = len("2023-07-04") + 1  # with the start or end token

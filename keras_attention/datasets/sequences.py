@@ -13,7 +13,10 @@ digit `k`.
 
 import numpy as np
 
-PAD_ID, START_ID, END_ID, UNK_ID = 0, 1, 2, 3
+from keras_attention.constants import END_ID
+from keras_attention.constants import PAD_ID
+from keras_attention.constants import START_ID
+
 NUM_RESERVED = 4
 
 

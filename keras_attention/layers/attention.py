@@ -5,12 +5,7 @@ from keras import ops
 
 from keras_attention import ops as attention_ops
 from keras_attention import scores
-
-
-def check_dropout(dropout):
-    """Raise a `ValueError` unless `0 <= dropout < 1`."""
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"`dropout` must be in [0, 1). Received: {dropout=}")
+from keras_attention import utils
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -63,7 +58,7 @@ class Attention(keras.layers.Layer):
         self, score="scaled_dot", dropout=0.0, temperature=1.0, seed=None, **kw
     ):
         super().__init__(**kw)
-        check_dropout(dropout)
+        utils.check_rate("dropout", dropout)
         if temperature <= 0:
             raise ValueError(
                 f"`temperature` must be positive. Received: {temperature=}"
@@ -111,18 +106,23 @@ class Attention(keras.layers.Layer):
     ):
         key = value if key is None else key
         key_mask = value_mask if key_mask is None else key_mask
-        mask = attention_ops.compute_attention_mask(
-            query, key, query_mask, key_mask, attention_mask, use_causal_mask
-        )  # (B, Tq, Tk) or None
+        mask = attention_ops.build_mask(
+            ops.shape(query)[1],
+            ops.shape(key)[1],
+            query_mask,
+            key_mask,
+            attention_mask,
+            use_causal_mask,
+        )  # broadcastable to (B, Tq, Tk), or None
         scores_ = self.score(query, key)  # (B, Tq, Tk)
         if self.temperature != 1.0:
             scores_ = scores_ / self.temperature
         output, weights = attention_ops.attend(
             scores_, value, mask, self.dropout_layer, training
         )
-        if return_attention_scores:
-            return output, weights
-        return output
+        return utils.pack_outputs(
+            output, weights if return_attention_scores else None
+        )
 
     def compute_output_shape(
         self, query_shape, value_shape, key_shape=None, **kwargs
@@ -209,9 +209,9 @@ class AttentionPooling(keras.layers.Layer):
             return_attention_scores=True,
             training=training,
         )  # (B, 1, D), (B, 1, T)
-        if return_attention_scores:
-            return output[:, 0], weights[:, 0]
-        return output[:, 0]
+        return utils.pack_outputs(
+            output[:, 0], weights[:, 0] if return_attention_scores else None
+        )
 
     def compute_mask(self, inputs, mask=None):
         return None

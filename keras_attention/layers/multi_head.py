@@ -6,9 +6,10 @@ import string
 import keras
 from keras import ops
 
+from keras_attention import chunked
 from keras_attention import ops as attention_ops
 from keras_attention import scores
-from keras_attention.layers.attention import check_dropout
+from keras_attention import utils
 
 
 def _projection(free_dims, bound_dims, output_dims):
@@ -20,25 +21,49 @@ def _projection(free_dims, bound_dims, output_dims):
     return f"{free}{bound},{bound}{out}->{free}{out}", out
 
 
-def _positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+def _as_tuple(x):
+    """An int or a sequence as a tuple; `None` stays `None`."""
+    if x is None:
+        return None
+    return (x,) if isinstance(x, int) else tuple(x)
+
+
+def _check_arguments(
+    num_heads,
+    key_dim,
+    value_dim,
+    dropout,
+    sliding_window,
+    num_key_value_heads,
+    rotary_max_wavelength,
+    chunk_size,
+):
+    """Raise a `ValueError` naming the first bad constructor argument."""
+    utils.check_positive_int("num_heads", num_heads)
+    utils.check_positive_int("key_dim", key_dim)
+    for name, value in (
+        ("value_dim", value_dim),
+        ("sliding_window", sliding_window),
+        ("num_key_value_heads", num_key_value_heads),
+        ("chunk_size", chunk_size),
+    ):
+        utils.check_positive_int(name, value, allow_none=True)
+    utils.check_rate("dropout", dropout)
+    if num_heads % (num_key_value_heads or num_heads):
         raise ValueError(
-            f"`{name}` must be a positive integer"
-            + (" or `None`" if allow_none else "")
-            + f". Received: {name}={value}"
+            "`num_heads` must be a multiple of `num_key_value_heads`. "
+            f"Received: num_heads={num_heads}, "
+            f"num_key_value_heads={num_key_value_heads}"
         )
-
-
-def _without_mask(x):
-    """The same values in a new tensor, so no Keras mask rides along.
-
-    The projections do not take masks (masks act on the attention weights),
-    and Keras warns when a masked tensor enters a layer that drops its mask.
-    A reshape to the same shape copies nothing.
-    """
-    return ops.reshape(x, ops.shape(x))
+    if rotary_max_wavelength is not None:
+        utils.check_positive_number(
+            "rotary_max_wavelength", rotary_max_wavelength
+        )
+        if key_dim % 2:
+            raise ValueError(
+                "Rotary embedding needs an even `key_dim`. "
+                f"Received: key_dim={key_dim}"
+            )
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -170,25 +195,16 @@ class MultiHeadAttention(keras.layers.Layer):
         chunk_size=None,
         **kwargs,
     ):
-        _positive_int("num_heads", num_heads)
-        _positive_int("key_dim", key_dim)
-        _positive_int("value_dim", value_dim, allow_none=True)
-        _positive_int("num_key_value_heads", num_key_value_heads, True)
-        _positive_int("sliding_window", sliding_window, allow_none=True)
-        _positive_int("chunk_size", chunk_size, allow_none=True)
-        check_dropout(dropout)
-        num_key_value_heads = num_key_value_heads or num_heads
-        if num_heads % num_key_value_heads:
-            raise ValueError(
-                "`num_heads` must be a multiple of `num_key_value_heads`. "
-                f"Received: num_heads={num_heads}, "
-                f"num_key_value_heads={num_key_value_heads}"
-            )
-        if rotary_max_wavelength is not None and key_dim % 2:
-            raise ValueError(
-                "Rotary embedding needs an even `key_dim`. "
-                f"Received: key_dim={key_dim}"
-            )
+        _check_arguments(
+            num_heads,
+            key_dim,
+            value_dim,
+            dropout,
+            sliding_window,
+            num_key_value_heads,
+            rotary_max_wavelength,
+            chunk_size,
+        )
         super().__init__(**kwargs)
         self.supports_masking = True
         self.score = scores.get(score)
@@ -197,14 +213,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self._value_dim = value_dim or key_dim
         self._dropout = dropout
         self._use_bias = use_bias
-        if isinstance(output_shape, int):
-            output_shape = (output_shape,)
-        self._output_shape = tuple(output_shape) if output_shape else None
-        if isinstance(attention_axes, int):
-            attention_axes = (attention_axes,)
-        self._attention_axes = (
-            tuple(attention_axes) if attention_axes is not None else None
-        )
+        self._output_shape = _as_tuple(output_shape) or None
+        self._attention_axes = _as_tuple(attention_axes)
         self.sliding_window = sliding_window
         self.flash_attention = flash_attention
         self._initializers = (
@@ -222,7 +232,7 @@ class MultiHeadAttention(keras.layers.Layer):
         }
         self._use_gate = use_gate
         self.seed = seed
-        self.num_key_value_heads = num_key_value_heads
+        self.num_key_value_heads = num_key_value_heads or num_heads
         self.rotary_max_wavelength = rotary_max_wavelength
         self.chunk_size = chunk_size
         self._dropout_layer = keras.layers.Dropout(
@@ -369,9 +379,17 @@ class MultiHeadAttention(keras.layers.Layer):
             + tuple(key_shape[a] for a in self._attention_axes)
         )
 
-    def _head_mask(self, attention_mask, query, key):
-        """keras-style `attention_mask` -> bool `(B', H?, G?, Tq, Tk)`."""
+    def _heads_attention_mask(self, attention_mask, query, key):
+        """keras-layout `attention_mask` -> bool `(B', H_kv?, G?, Tq, Tk)`.
+
+        Masks of `(B, Tq, Tk)` (rank-3 inputs, no head axis) are returned as
+        they are; `build_mask` adds the head axes. A per-head mask, or a mask
+        over several attention axes, is reshaped into the heads layout of
+        `_to_heads`. `query` and `key` are the projections `(B, *S, h, D)`.
+        """
         mask = ops.cast(attention_mask, "bool")
+        if len(query.shape) == 4 and len(mask.shape) <= 3:
+            return mask
         num_axes = len(self._attention_axes)
         rank = len(self._weights_shape(query.shape, key.shape))
         while len(mask.shape) < rank:  # keras adds the missing head axis
@@ -392,7 +410,7 @@ class MultiHeadAttention(keras.layers.Layer):
         """RoPE on `(B, T, h, D)` with positions `offset + 0..T-1`."""
         positions = ops.arange(ops.shape(x)[1]) + offset
         return attention_ops.rotary_embedding(
-            x, positions[:, None], self.rotary_max_wavelength
+            x, ops.expand_dims(positions, -1), self.rotary_max_wavelength
         )
 
     def _check_cacheable(self):
@@ -404,7 +422,6 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _update_cache(self, cache, key, value, index):
         """Write `key`, `value` `(B, T, H_kv, D)` into `cache` at `index`."""
-        self._check_cacheable()
         # One write into the whole cache: each copy of it costs a pass over
         # (B, 2, T_max, H_kv, D), the bulk of a decoding step's memory work.
         update = ops.cast(ops.stack((key, value), axis=1), cache.dtype)
@@ -413,10 +430,18 @@ class MultiHeadAttention(keras.layers.Layer):
             # is one pass, faster on CPU than a dynamic-update-slice copy.
             length = ops.shape(cache)[2]
             position = ops.equal(ops.arange(length), index)
-            cache = ops.where(position[:, None, None], update, cache)
+            position = ops.reshape(position, (1, 1, length, 1, 1))
+            cache = ops.where(position, update, cache)
         else:
             cache = ops.slice_update(cache, [0, 0, index, 0, 0], update)
         return cache[:, 0], cache[:, 1], cache
+
+    def _project_key_value(self, key, value, offset):
+        """`(B, Tk, d)` -> keys (rotated) and values `(B, Tk, H_kv, D)`."""
+        projected_key = self._key_dense(key)
+        if self.rotary_max_wavelength is not None:
+            projected_key = self._rotate(projected_key, offset)
+        return projected_key, self._value_dense(value)
 
     def compute_cache(self, value, key=None):
         """Keys and values of a fixed sequence, for repeated queries.
@@ -434,11 +459,102 @@ class MultiHeadAttention(keras.layers.Layer):
         """
         self._check_cacheable()
         key = value if key is None else key
-        projected_key = self._key_dense(_without_mask(key))
+        key, value = map(attention_ops.without_mask, (key, value))
+        return ops.stack(self._project_key_value(key, value, 0), axis=1)
+
+    def _project(self, query, key, value, cache, cache_update_index):
+        """Projections `(B, *S, h, D)` of the inputs, and the new cache.
+
+        With a cache and an index the new keys/values are written into it
+        and the whole cache is attended; with a cache and no index the
+        cache holds precomputed (rotated) keys/values.
+        """
+        offset = 0 if cache_update_index is None else cache_update_index
+        projected_query = self._query_dense(query)
         if self.rotary_max_wavelength is not None:
-            projected_key = self._rotate(projected_key, 0)
-        projected_value = self._value_dense(_without_mask(value))
-        return ops.stack((projected_key, projected_value), axis=1)
+            projected_query = self._rotate(projected_query, offset)
+        if cache is not None and cache_update_index is None:
+            return projected_query, cache[:, 0], cache[:, 1], cache
+        projected_key, projected_value = self._project_key_value(
+            key, value, offset
+        )
+        if cache is not None:
+            self._check_cacheable()
+            projected_key, projected_value, cache = self._update_cache(
+                cache, projected_key, projected_value, cache_update_index
+            )
+        return projected_query, projected_key, projected_value, cache
+
+    def _masks(self, query_mask, key_mask, attention_mask, query, key):
+        """`(query_mask, key_mask, attention_mask)` for `build_mask`."""
+        if len(query.shape) != 4 and (
+            query_mask is not None or key_mask is not None
+        ):
+            raise ValueError(
+                "`query_mask`, `value_mask` and `key_mask` need inputs of "
+                f"rank 3 (B, T, d). Received: query.shape={query.shape}"
+            )
+        if attention_mask is not None:
+            attention_mask = self._heads_attention_mask(
+                attention_mask, query, key
+            )
+        return query_mask, key_mask, attention_mask
+
+    def _dense_attention(self, q, k, v, mask, score, dropout, training):
+        """Softmax attention with the full `(Tq, Tk)` weights."""
+        if self.num_key_value_heads == self._num_heads:
+            # No groups: drop the G axis; 4-D products (and their
+            # gradients) are faster than broadcasting 5-D ones.
+            q, k, v = (ops.squeeze(x, 2) for x in (q, k, v))
+            if mask is not None:
+                mask = ops.squeeze(mask, 2)  # (B', 1 or H, Tq or 1, Tk)
+        if score is None:
+            # q kᵀ without materialising kᵀ (a transposed matmul).
+            scores_ = ops.einsum("...qd,...kd->...qk", q, k)
+        else:
+            scores_ = score(q, k)  # (B', H_kv, G, Tq, Tk)
+        return attention_ops.attend(scores_, v, mask, dropout, training)
+
+    def _attention(
+        self, q, k, v, masks, use_causal_mask, offset, return_weights, training
+    ):
+        """Attention of heads `(B', H_kv, G, T, D)`: output and weights.
+
+        The dot-product scores scale the queries (the score's
+        `dot_product_scale`); the chunked path runs unless the weights are
+        returned or dropout is active.
+        """
+        score = self.score
+        scale = score.dot_product_scale(self._key_dim)
+        if scale is not None:
+            score = None
+            if scale != 1.0:
+                q = q * ops.cast(scale, q.dtype)  # on q: O(T·D) not O(T²)
+        use_dropout = self._dropout > 0.0 and bool(training)
+        if self.chunk_size and not (return_weights or use_dropout):
+            output = chunked.chunked_attention(
+                q,
+                k,
+                v,
+                self.chunk_size,
+                score,
+                *masks,
+                use_causal_mask,
+                self.sliding_window,
+                offset,
+            )  # (B', H_kv, G, Tq, Dv)
+            return output, None
+        mask = attention_ops.build_mask(
+            ops.shape(q)[-2],
+            ops.shape(k)[-2],
+            *masks,
+            use_causal_mask,
+            self.sliding_window,
+            offset,
+            rank=5,
+        )  # broadcastable to (B', H_kv, G, Tq, Tk)
+        dropout = self._dropout_layer if use_dropout else None
+        return self._dense_attention(q, k, v, mask, score, dropout, training)
 
     def call(
         self,
@@ -466,131 +582,43 @@ class MultiHeadAttention(keras.layers.Layer):
                 ops.cast(value_mask, "bool"), ops.cast(key_mask, "bool")
             )
         key_mask = value_mask if key_mask is None else key_mask
-        offset = 0 if cache_update_index is None else cache_update_index
         if query_mask is not None or key_mask is not None:
-            query, value, key = map(_without_mask, (query, value, key))
-
-        # Projections: (B, T, d) -> (B, T, h, D), keras's layout.
-        projected_query = self._query_dense(query)
-        if cache is not None and cache_update_index is None:
-            projected_key, projected_value = cache[:, 0], cache[:, 1]
-            use_rotary = False  # the cache holds rotated keys already
-        else:
-            projected_key = self._key_dense(key)
-            projected_value = self._value_dense(value)
-            use_rotary = self.rotary_max_wavelength is not None
-        if self.rotary_max_wavelength is not None:
-            projected_query = self._rotate(projected_query, offset)
-        if use_rotary:
-            projected_key = self._rotate(projected_key, offset)
-        if cache is not None and cache_update_index is not None:
-            projected_key, projected_value, cache = self._update_cache(
-                cache, projected_key, projected_value, cache_update_index
+            query, value, key = map(
+                attention_ops.without_mask, (query, value, key)
             )
 
-        rank = len(query.shape)
-        head_mask = None
-        if rank != 3 or (
-            attention_mask is not None and len(attention_mask.shape) > 3
-        ):
-            if rank != 3 and not all(m is None for m in (query_mask, key_mask)):
-                raise ValueError(
-                    "`query_mask`, `value_mask` and `key_mask` need inputs of "
-                    f"rank 3 (B, T, d). Received: query.shape={query.shape}"
-                )
-            if attention_mask is not None:
-                head_mask = self._head_mask(
-                    attention_mask, projected_query, projected_key
-                )
-            attention_mask = None
-        elif attention_mask is not None:
-            attention_mask = ops.cast(attention_mask, "bool")
-            while len(attention_mask.shape) < 3:
-                attention_mask = attention_mask[None]
-
-        q = self._to_heads(projected_query)  # (B', H_kv, G, Tq, D)
-        k = self._to_heads(projected_key)  # (B', H_kv, 1, Tk, D)
-        v = self._to_heads(projected_value)  # (B', H_kv, 1, Tk, Dv)
-        score = self.score
-        if type(score) in (scores.Dot, scores.ScaledDot):
-            scale = getattr(score, "scale", None)
-            if scale is None and isinstance(score, scores.ScaledDot):
-                scale = 1.0 / math.sqrt(self._key_dim)
-            if scale is not None:
-                q = q * ops.cast(scale, q.dtype)  # on q: O(T·D) not O(T²)
-            score = None
-        query_length, key_length = ops.shape(q)[-2], ops.shape(k)[-2]
-        use_dropout = self._dropout > 0.0 and bool(training)
-
-        if (
-            self.chunk_size
-            and not return_attention_scores
-            and head_mask is None
-            and not use_dropout
-        ):
-            output = attention_ops.chunked_attention(
-                q,
-                k,
-                v,
-                self.chunk_size,
-                score,
-                query_mask,
-                key_mask,
-                attention_mask,
-                use_causal_mask,
-                self.sliding_window,
-                offset,
-            )  # (B', H_kv, G, Tq, Dv)
-            weights = None
-        else:
-            mask = attention_ops.combine_masks(
-                query_length,
-                key_length,
-                query_mask,
-                key_mask,
-                attention_mask,
-                use_causal_mask,
-                self.sliding_window,
-                offset,
-            )  # (B, Tq, Tk)-like or None
-            if mask is not None:
-                mask = mask[:, None, None]  # (B, 1, 1, Tq, Tk)
-            if head_mask is not None:
-                mask = (
-                    head_mask
-                    if mask is None
-                    else ops.logical_and(mask, head_mask)
-                )
-            if self.num_key_value_heads == self._num_heads:
-                # No groups: drop the G axis; 4-D products (and their
-                # gradients) are faster than broadcasting 5-D ones.
-                q, k, v = (ops.squeeze(x, 2) for x in (q, k, v))
-                if mask is not None:
-                    mask = ops.squeeze(mask, 2)  # (B', 1 or H, Tq, Tk)
-            if score is None:
-                # q kᵀ without materialising kᵀ (a transposed matmul).
-                attention_scores = ops.einsum("...qd,...kd->...qk", q, k)
-            else:
-                attention_scores = score(q, k)  # (B', H_kv, G, Tq, Tk)
-            output, weights = attention_ops.attend(
-                attention_scores,
-                v,
-                mask,
-                self._dropout_layer if use_dropout else None,
-                training,
-            )
-
-        output = self._from_heads(output, projected_query)  # (B, *S, H, Dv)
+        # 1. Project: (B, *S, d) -> (B, *S, h, D), keras's layout.
+        projected_query, projected_key, projected_value, cache = self._project(
+            query, key, value, cache, cache_update_index
+        )
+        # 2. The masks, in the heads layout.
+        masks = self._masks(
+            query_mask, key_mask, attention_mask, projected_query, projected_key
+        )
+        # 3. Attention per head: (B', H_kv, G, Tq, Dv).
+        output, weights = self._attention(
+            self._to_heads(projected_query),
+            self._to_heads(projected_key),
+            self._to_heads(projected_value),
+            masks,
+            use_causal_mask,
+            0 if cache_update_index is None else cache_update_index,
+            return_attention_scores,
+            training,
+        )
+        # 4. Output: heads back to (B, *S, H, Dv), gate, output projection.
+        output = self._from_heads(output, projected_query)
         if self._use_gate:
             output = output * self._gate_dense(query)
         output = self._output_dense(output)
-        results = (output,)
-        if return_attention_scores:
-            shape = self._weights_shape(ops.shape(query), ops.shape(key))
-            results += (ops.reshape(weights, shape),)
-        if cache is not None:
-            results += (cache,)
-        return results[0] if len(results) == 1 else results
+        if not return_attention_scores:
+            weights = None
+        else:  # keras's layout (B, *other, H, *query axes, *key axes)
+            shape = self._weights_shape(
+                ops.shape(projected_query), ops.shape(projected_key)
+            )
+            weights = ops.reshape(weights, shape)
+        return utils.pack_outputs(output, weights, cache)
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
         if self._output_shape:
@@ -607,21 +635,20 @@ class MultiHeadAttention(keras.layers.Layer):
         **kwargs,
     ):
         key = value if key is None else key
-        specs = (
-            keras.KerasTensor(
-                self.compute_output_shape(query.shape, value.shape),
-                dtype=self.compute_dtype,
-            ),
+        output = keras.KerasTensor(
+            self.compute_output_shape(query.shape, value.shape),
+            dtype=self.compute_dtype,
         )
+        weights = None
         if return_attention_scores:
             if not self.built:
                 self.build(query.shape, value.shape, key.shape)
             key_shape = key.shape if cache is None else cache.shape[1:]
             shape = self._weights_shape(query.shape, key_shape)
-            specs += (keras.KerasTensor(shape, dtype="float32"),)
+            weights = keras.KerasTensor(shape, dtype="float32")
         if cache is not None:
-            specs += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
-        return specs[0] if len(specs) == 1 else specs
+            cache = keras.KerasTensor(cache.shape, dtype=cache.dtype)
+        return utils.pack_outputs(output, weights, cache)
 
     def get_config(self):
         config = super().get_config()

@@ -14,6 +14,7 @@ from keras import ops
 
 from keras_attention import ops as attention_ops
 from keras_attention import scores
+from keras_attention import utils
 
 register = keras.saving.register_keras_serializable(package="keras_attention")
 
@@ -57,7 +58,9 @@ class AttentionMechanism(keras.layers.Layer):
         decoder steps when nothing feeds back) are scored at once.
         """
         scores_ = self.score_keys(query, keys)  # (B, Tq, S)
-        mask = None if memory_mask is None else memory_mask[:, None, :]
+        mask = attention_ops.build_mask(
+            ops.shape(query)[1], ops.shape(keys)[1], key_mask=memory_mask
+        )  # (B, 1, S) or None
         return attention_ops.attend(scores_, memory, mask)
 
     def call(self, query, memory, memory_mask=None, keys=None):
@@ -527,12 +530,11 @@ class AttentionDecoder(keras.layers.Layer):
             state, outputs, alignments = loop(body, [outputs, alignments])
         if not self.return_sequences:
             outputs = outputs[:, -1]
-        results = [outputs]
-        if self.return_alignments:
-            results.append(alignments)
-        if self.return_state:
-            results.append(state)
-        return results[0] if len(results) == 1 else tuple(results)
+        return utils.pack_outputs(
+            outputs,
+            alignments if self.return_alignments else None,
+            state if self.return_state else None,
+        )
 
     def compute_mask(self, inputs, mask=None):
         if not self.return_sequences:

@@ -1,10 +1,9 @@
 """Transformer encoder and decoder blocks, and their stacks."""
 
 import keras
-from keras import ops
 
 from keras_attention import scores
-from keras_attention.layers.attention import check_dropout
+from keras_attention import utils
 from keras_attention.layers.multi_head import MultiHeadAttention
 
 
@@ -40,7 +39,7 @@ class FeedForward(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_dropout(dropout)
+        utils.check_rate("dropout", dropout)
         self.intermediate_dim = intermediate_dim
         self.activation = keras.activations.get(activation)
         self.dropout = dropout
@@ -116,7 +115,7 @@ class _Block(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        check_dropout(dropout)
+        utils.check_rate("dropout", dropout)
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
         self.dropout = dropout
@@ -300,17 +299,18 @@ class TransformerEncoderBlock(_Block):
             training,
         )
         x = self._feed_forward(x, training)
-        return (x, *extra) if return_attention_scores else x
+        return utils.pack_outputs(x, *extra)
 
     def compute_output_spec(
         self, inputs, return_attention_scores=False, **kwargs
     ):
         output = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return output
-        batch, length = inputs.shape[:2]
-        shape = (batch, self.num_heads, length, length)
-        return output, keras.KerasTensor(shape, dtype="float32")
+        weights = None
+        if return_attention_scores:
+            batch, length = inputs.shape[:2]
+            shape = (batch, self.num_heads, length, length)
+            weights = keras.KerasTensor(shape, dtype="float32")
+        return utils.pack_outputs(output, weights)
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -440,12 +440,9 @@ class TransformerDecoderBlock(_Block):
             if return_attention_scores:
                 weights["cross_attention"] = cross[0]
         x = self._feed_forward(x, training)
-        results = (x,)
-        if return_attention_scores:
-            results += (weights,)
-        if cache is not None:
-            results += (cache,)
-        return results[0] if len(results) == 1 else results
+        return utils.pack_outputs(
+            x, weights if return_attention_scores else None, cache
+        )
 
     def compute_cross_attention_cache(self, encoder_outputs):
         """Cross-attention keys/values `(B, 2, S, H_kv, D)`, once per source.
@@ -471,8 +468,9 @@ class TransformerDecoderBlock(_Block):
         return_attention_scores=False,
         **kwargs,
     ):
-        results = (keras.KerasTensor(inputs.shape, dtype=self.compute_dtype),)
+        output = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
         batch, length = inputs.shape[:2]
+        weights = None
         if return_attention_scores:
             keys = length if cache is None else cache.shape[2]
             weights = {
@@ -485,10 +483,9 @@ class TransformerDecoderBlock(_Block):
                     (batch, self.num_heads, length, encoder_outputs.shape[1]),
                     dtype="float32",
                 )
-            results += (weights,)
         if cache is not None:
-            results += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
-        return results[0] if len(results) == 1 else results
+            cache = keras.KerasTensor(cache.shape, dtype=cache.dtype)
+        return utils.pack_outputs(output, weights, cache)
 
 
 def _stack_config(layer):
@@ -573,7 +570,9 @@ class TransformerEncoder(keras.layers.Layer):
                 weights.append(layer_weights)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return (x, weights) if return_attention_scores else x
+        return utils.pack_outputs(
+            x, weights if return_attention_scores else None
+        )
 
     def compute_output_shape(self, inputs_shape, *args, **kwargs):
         return inputs_shape
@@ -582,10 +581,11 @@ class TransformerEncoder(keras.layers.Layer):
         self, inputs, return_attention_scores=False, **kwargs
     ):
         output = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-        if not return_attention_scores:
-            return output
-        weights = self.blocks[0].compute_output_spec(inputs, True)[1]
-        return output, [weights] * self.num_layers
+        weights = None
+        if return_attention_scores:
+            block = self.blocks[0].compute_output_spec(inputs, True)[1]
+            weights = [block] * self.num_layers
+        return utils.pack_outputs(output, weights)
 
     def get_config(self):
         return {
@@ -608,9 +608,9 @@ class TransformerDecoder(TransformerEncoder):
         encoder_outputs: optional `(B, S, d_e)`.
         mask: optional bool `(B, T)`.
         encoder_outputs_mask: optional bool `(B, S)`.
-        cache: optional `(B, num_layers, 2, T_max, H_kv, D)`, or a list of
-            `num_layers` block caches `(B, 2, T_max, H_kv, D)` (no stacking
-            and slicing of the whole cache at every step).
+        cache: optional list of `num_layers` block caches
+            `(B, 2, T_max, H_kv, D)` (one tensor per block: no stacking and
+            slicing of the whole cache at every step).
         cache_update_index: int or scalar tensor.
         cross_attention_cache: optional list of `num_layers` block caches
             `(B, 2, S, H_kv, D)` from `compute_cross_attention_cache`.
@@ -620,8 +620,7 @@ class TransformerDecoder(TransformerEncoder):
 
     Returns:
         `(B, T, d)`; then the list of weights if `return_attention_scores`;
-        then the updated cache if one was passed (a tensor or a list, as
-        passed).
+        then the list of updated block caches if `cache` was passed.
 
     Examples:
         >>> import numpy as np
@@ -650,18 +649,17 @@ class TransformerDecoder(TransformerEncoder):
         return_attention_scores=False,
         training=None,
     ):
+        self._check_caches(
+            cache=cache, cross_attention_cache=cross_attention_cache
+        )
         x, weights, caches = inputs, [], []
-        stacked = cache is not None and not isinstance(cache, (list, tuple))
         for i, block in enumerate(self.blocks):
-            block_cache = None
-            if cache is not None:
-                block_cache = cache[:, i] if stacked else cache[i]
             results = block(
                 x,
                 encoder_outputs,
                 mask=mask,
                 encoder_outputs_mask=encoder_outputs_mask,
-                cache=block_cache,
+                cache=None if cache is None else cache[i],
                 cache_update_index=cache_update_index,
                 cross_attention_cache=None
                 if cross_attention_cache is None
@@ -669,21 +667,34 @@ class TransformerDecoder(TransformerEncoder):
                 return_attention_scores=return_attention_scores,
                 training=training,
             )
-            if cache is None and not return_attention_scores:
-                results = (results,)
-            x = results[0]
+            x, *extra = results if isinstance(results, tuple) else (results,)
             if return_attention_scores:
-                weights.append(results[1])
+                weights.append(extra.pop(0))
             if cache is not None:
-                caches.append(results[-1])
+                caches.append(extra.pop(0))
         if self.final_norm is not None:
             x = self.final_norm(x)
-        results = (x,)
-        if return_attention_scores:
-            results += (weights,)
-        if cache is not None:
-            results += (ops.stack(caches, axis=1) if stacked else caches,)
-        return results[0] if len(results) == 1 else results
+        return utils.pack_outputs(
+            x,
+            weights if return_attention_scores else None,
+            caches if cache is not None else None,
+        )
+
+    def _check_caches(self, **caches):
+        for name, cache in caches.items():
+            if cache is None:
+                continue
+            if not isinstance(cache, (list, tuple)):
+                raise ValueError(
+                    f"`{name}` must be a list of {self.num_layers} block "
+                    "caches `(B, 2, T, H_kv, D)`, one per block. Received: "
+                    f"{name} of shape {tuple(cache.shape)}"
+                )
+            if len(cache) != self.num_layers:
+                raise ValueError(
+                    f"`{name}` must hold one cache per block ("
+                    f"{self.num_layers}). Received: {len(cache)} caches"
+                )
 
     def compute_cross_attention_cache(self, encoder_outputs):
         """Each block's cross-attention keys/values, once per source.
@@ -708,24 +719,16 @@ class TransformerDecoder(TransformerEncoder):
         return_attention_scores=False,
         **kwargs,
     ):
-        block_cache = None
-        stacked = cache is not None and not isinstance(cache, (list, tuple))
-        if stacked:
-            block_cache = keras.KerasTensor(
-                (cache.shape[0],) + tuple(cache.shape[2:]), dtype=cache.dtype
-            )
-        elif cache is not None:
-            block_cache = cache[0]
         spec = self.blocks[0].compute_output_spec(
-            inputs, encoder_outputs, block_cache, return_attention_scores
+            inputs,
+            encoder_outputs,
+            None if cache is None else cache[0],
+            return_attention_scores,
         )
-        if cache is None and not return_attention_scores:
-            return spec
-        results = (spec[0],)
+        output, *extra = spec if isinstance(spec, tuple) else (spec,)
+        weights = caches = None
         if return_attention_scores:
-            results += ([spec[1]] * self.num_layers,)
-        if stacked:
-            results += (keras.KerasTensor(cache.shape, dtype=cache.dtype),)
-        elif cache is not None:
-            results += ([spec[-1]] * self.num_layers,)
-        return results
+            weights = [extra.pop(0)] * self.num_layers
+        if cache is not None:
+            caches = [extra.pop(0)] * self.num_layers
+        return utils.pack_outputs(output, weights, caches)

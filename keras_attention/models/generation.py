@@ -1,113 +1,243 @@
-"""What every generating model shares: method dispatch, compilation and
-the mask-free outputs of its encoder sub-model."""
+"""Generation, written once for every encoder-decoder model.
 
-import weakref
+`Generator` gives a model `generate` (compiled once per set of options, on
+every backend) and `generate_function` (the same computation as plain
+`keras.ops`, to trace, export or wrap). A model supplies only three methods:
+
+- `decoding_state(source, max_length)`: the decoder's state after reading
+  the source (any nest of tensors with batch first);
+- `decoding_step(tokens, state, index)`: next-token logits `(B, V)`, the
+  new state and the step's attention over the source `(B, S)`;
+- `teacher_forced_alignments(state, target_in)`: the attention `(B, T, S)`
+  of a whole target, for `return_attention=True`.
+
+The decoding loops themselves are the pure functions of
+`keras_attention.decoding`; `DecodingOptions` holds (and checks) their
+options.
+"""
+
+import dataclasses
+import numbers
+import random
 
 import keras
 from keras import ops
 
 from keras_attention import decoding
+from keras_attention import utils
+from keras_attention.constants import END_ID
+from keras_attention.constants import PAD_ID
+from keras_attention.constants import START_ID
+from keras_attention.constants import mask_value
 
 METHODS = ("greedy", "beam", "sample")
-PAD_ID, START_ID, END_ID = 0, 1, 2
 
 
-def next_token_logits(logits_layer, hidden):
+def _check_number(name, value, low, high=None, low_open=True):
+    """Raise unless `low < value` (or `<=`) and `value <= high`."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        ok = value > low if low_open else value >= low
+        ok = ok and (high is None or value <= high)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low}, {high or 'inf'}"
+        bounds += "]" if high is not None else ")"
+        raise ValueError(
+            f"`{name}` must be a number in {bounds}. Received: {name}={value!r}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodingOptions:
+    """How `generate` decodes: the method and its options, checked once.
+
+    Args:
+        method: `"greedy"`, `"beam"` or `"sample"` (see
+            `keras_attention.decoding`). Defaults to `"greedy"`.
+        beam_width: beams of `"beam"`; `1` equals greedy. Defaults to `4`.
+        length_penalty: GNMT `α` of `"beam"`. Defaults to `0.6`.
+        coverage_penalty: GNMT `β` of `"beam"`. Defaults to `0.0`.
+        temperature: of `"sample"`. Defaults to `1.0`.
+        top_k: of `"sample"`, or `None`. Defaults to `None`.
+        top_p: of `"sample"`, in `(0, 1]`, or `None`. Defaults to `None`.
+    """
+
+    method: str = "greedy"
+    beam_width: int = 4
+    length_penalty: float = 0.6
+    coverage_penalty: float = 0.0
+    temperature: float = 1.0
+    top_k: int = None
+    top_p: float = None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(
+                f"`method` must be one of {METHODS}. "
+                f"Received: method={self.method!r}"
+            )
+        utils.check_positive_int("beam_width", self.beam_width)
+        _check_number("length_penalty", self.length_penalty, 0, low_open=False)
+        _check_number(
+            "coverage_penalty", self.coverage_penalty, 0, low_open=False
+        )
+        _check_number("temperature", self.temperature, 0)
+        utils.check_positive_int("top_k", self.top_k, allow_none=True)
+        if self.top_p is not None:
+            _check_number("top_p", self.top_p, 0, 1)
+
+    def decode(self, step_fn, state, start_ids, max_length, seed):
+        """Run the decoding loop of `method`; returns int32 `(B, L)`."""
+        common = (step_fn, state, start_ids, max_length, END_ID, PAD_ID)
+        if self.method == "greedy":
+            return decoding.greedy_search(*common)
+        if self.method == "sample":
+            return decoding.sample(
+                *common,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                seed=seed,
+            )
+        tokens, _ = decoding.beam_search(
+            *common,
+            beam_width=self.beam_width,
+            length_penalty=self.length_penalty,
+            coverage_penalty=self.coverage_penalty,
+        )
+        return tokens
+
+
+def never_reserved(logits):
     """float32 logits `(B, V)` that never pick pad or start.
 
     Id 0 only ever means "after the end" and id 1 only starts a sequence, so
     decoding must not emit them.
     """
-    logits = ops.cast(logits_layer(hidden), "float32")  # (B, V)
+    logits = ops.cast(logits, "float32")
     vocab = ops.arange(ops.shape(logits)[-1])
     reserved = ops.logical_or(vocab == PAD_ID, vocab == START_ID)
-    return ops.where(reserved, decoding.NEG_INF, logits)
+    return ops.where(reserved, mask_value(), logits)
 
 
-def run_decoding(
-    method,
-    step_fn,
-    state,
-    start_ids,
-    max_length,
-    end_id,
-    pad_id,
-    beam_width=4,
-    length_penalty=0.6,
-    coverage_penalty=0.0,
-    temperature=1.0,
-    top_k=None,
-    top_p=None,
-    seed=None,
-):
-    """Run `greedy_search`, `beam_search` or `sample`; return the tokens."""
-    common = (step_fn, state, start_ids, max_length, end_id, pad_id)
-    if method == "greedy":
-        return decoding.greedy_search(*common)
-    if method == "beam":
-        tokens, _ = decoding.beam_search(
-            *common,
-            beam_width=beam_width,
-            length_penalty=length_penalty,
-            coverage_penalty=coverage_penalty,
-        )
-        return tokens
-    if method == "sample":
-        return decoding.sample(
-            *common,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-        )
-    raise ValueError(f"`method` must be one of {METHODS}. Received: {method=}")
+def _compile(function, model):
+    """`function(source, seed)` compiled for the backend, traced once.
 
-
-_COMPILED = weakref.WeakKeyDictionary()  # model -> {options: function}
-
-
-def compile_generate(model, source, max_length, **options):
-    """Call `model.generate_function`, traced once per set of options.
-
-    On TensorFlow the decoding loop is wrapped in a `tf.function` (cached
-    per model and options), so repeated calls do not re-trace; on other
-    backends it runs as is.
+    TensorFlow: a `tf.function` with unknown batch and source length. JAX:
+    `jax.jit` of a stateless call (the weights are arguments, so they are
+    not baked in as constants). PyTorch: eager, without autograd.
     """
-    options["max_length"] = int(max_length)
-    source = keras.ops.convert_to_tensor(source, "int32")
-    if keras.config.backend() != "tensorflow":
-        return model.generate_function(source, **options)
-    import tensorflow as tf
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    functions = _COMPILED.setdefault(model, {})
-    key = tuple(sorted(options.items()))
-    if key not in functions:
-        functions[key] = tf.function(
-            lambda source: model.generate_function(source, **options),
-            reduce_retracing=True,
+        return tf.function(
+            function,
+            input_signature=[
+                tf.TensorSpec([None, None], tf.int32),
+                tf.TensorSpec([], tf.int32),
+            ],
             autograph=False,
         )
-    return functions[key](source)
+    if backend == "jax":
+        import jax
+
+        def stateless(values, source, seed):
+            mapping = list(zip(model.variables, values))
+            with keras.StatelessScope(state_mapping=mapping):
+                return function(source, seed)
+
+        jitted = jax.jit(stateless)
+        return lambda source, seed: jitted(
+            [v.value for v in model.variables], source, seed
+        )
+    if backend == "torch":
+        import torch
+
+        return torch.no_grad()(function)
+    return function
 
 
-@keras.saving.register_keras_serializable(package="keras_attention")
-class Unmasked(keras.layers.Layer):
-    """Identity that drops the keras mask (for `.encoder` sub-model outputs).
+class Generator:
+    """Mixin giving a model `generate` and `generate_function`.
 
-    The `.decoder` sub-models take the source padding as an explicit
-    `memory_mask` input, so the encoder's memory is returned without a mask
-    attached; passing it on then raises no "destroys the mask" warning.
+    The model implements `decoding_state`, `decoding_step` and
+    `teacher_forced_alignments` (see the module docstring).
     """
 
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.supports_masking = True
+    def generate_function(
+        self, source, max_length, return_attention=False, seed=None, **options
+    ):
+        """`generate` as plain `keras.ops`, to trace, compile or export.
 
-    def call(self, inputs):
-        return ops.copy(inputs)  # a new tensor: the input keeps its mask
+        Same arguments and returns as `generate`; nothing is compiled or
+        cached here, so this is what an export endpoint wraps.
+        """
+        options = DecodingOptions(**options)
+        utils.check_positive_int("max_length", max_length)
+        source = ops.cast(source, "int32")
+        state = self.decoding_state(source, max_length)
 
-    def compute_mask(self, inputs, mask=None):
-        return None
+        def step_fn(tokens, state, index):
+            logits, state, alignments = self.decoding_step(tokens, state, index)
+            return never_reserved(logits), state, alignments
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+        start = ops.full((ops.shape(source)[0],), START_ID, "int32")
+        if seed is None and options.method == "sample":
+            seed = random.randrange(1 << 31)
+        tokens = options.decode(step_fn, state, start, max_length, seed)
+        if not return_attention:
+            return tokens
+        # The attention of the chosen tokens: one teacher-forced pass over
+        # [start, y_1..y_{L-1}] computes exactly what decoding computed.
+        target_in = ops.concatenate(
+            [ops.expand_dims(start, 1), tokens[:, :-1]], axis=1
+        )
+        alignments = self.teacher_forced_alignments(state, target_in)
+        emitted = ops.expand_dims(ops.not_equal(tokens, PAD_ID), -1)
+        return tokens, ops.where(emitted, alignments, 0.0)
+
+    def generate(
+        self, source, max_length, return_attention=False, seed=None, **options
+    ):
+        """Generate target token ids for a batch of sources.
+
+        Compiled once per `(max_length, options, return_attention)` on every
+        backend, for any batch size and source length.
+
+        Args:
+            source: int `(B, S)`, padded with 0.
+            max_length: int, the number of target tokens generated.
+            return_attention: whether to also return the attention over
+                the source. Defaults to `False`.
+            seed: int seed of `method="sample"`; `None` draws one per call.
+                Defaults to `None`.
+            **options: the `DecodingOptions`: `method` (`"greedy"`,
+                `"beam"`, `"sample"`), `beam_width`, `length_penalty`,
+                `coverage_penalty`, `temperature`, `top_k`, `top_p`.
+
+        Returns:
+            int32 tokens `(B, max_length)` (without the start token, 0
+            after the end token 2), and float32 attention
+            `(B, max_length, S)` if `return_attention` (0 where no token
+            was emitted).
+        """
+        options = DecodingOptions(**options)
+        utils.check_positive_int("max_length", max_length)
+        key = (int(max_length), options, bool(return_attention))
+        functions = self.__dict__.setdefault("_generate_functions", {})
+        if key not in functions:
+            functions[key] = _compile(
+                lambda source, seed: self.generate_function(
+                    source,
+                    key[0],
+                    return_attention,
+                    seed,
+                    **dataclasses.asdict(options),
+                ),
+                self,
+            )
+        if seed is None:
+            seed = random.randrange(1 << 31)
+        source = ops.convert_to_tensor(source, "int32")
+        return functions[key](source, ops.convert_to_tensor(seed, "int32"))

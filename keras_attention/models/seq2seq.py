@@ -3,28 +3,129 @@
 import keras
 from keras import ops
 
+from keras_attention.constants import PAD_ID
+from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.rnn import AttentionDecoder
-from keras_attention.layers.rnn import AttentionMechanism
 from keras_attention.layers.rnn import get_mechanism
-from keras_attention.models.generation import END_ID
-from keras_attention.models.generation import PAD_ID
-from keras_attention.models.generation import START_ID
-from keras_attention.models.generation import Unmasked
-from keras_attention.models.generation import compile_generate
-from keras_attention.models.generation import next_token_logits
-from keras_attention.models.generation import run_decoding
+from keras_attention.models.generation import Generator
 
 
-def _rnn_class(cell):
+def _rnn(cell, units, name, dtype, bidirectional):
+    """One encoder layer: a GRU/LSTM returning sequences and states."""
+    rnn_class = keras.layers.GRU if cell == "gru" else keras.layers.LSTM
+    layer = rnn_class(
+        units, return_sequences=True, return_state=True, name=name, dtype=dtype
+    )
+    if bidirectional:
+        layer = keras.layers.Bidirectional(layer, name=name, dtype=dtype)
+    return layer
+
+
+def _decoder_cell(cell, units, num_layers, dtype):
+    """The decoder's cell: one GRU/LSTM cell per layer, stacked if several."""
+    cell_class = (
+        keras.layers.GRUCell if cell == "gru" else keras.layers.LSTMCell
+    )
+    cells = [
+        cell_class(units, name=f"cell_{i}", dtype=dtype)
+        for i in range(num_layers)
+    ]
+    if num_layers == 1:
+        return cells[0]
+    return keras.layers.StackedRNNCells(cells, name="cell", dtype=dtype)
+
+
+class _Seq2SeqParts:
+    """The named parts of a `Seq2Seq` and how data flows through them.
+
+    embeddings → encoder (RNN layers, bridges to the decoder's initial
+    states) → attention decoder → logits head.
+    """
+
+    def __init__(self, config, dtype):
+        units, cell = config["units"], config["cell"]
+        layers = config["num_layers"]
+        # === Embeddings (id 0 = padding, masked downstream) ===
+        self.source_embedding, self.target_embedding = (
+            keras.layers.Embedding(
+                config[f"{side}_vocab_size"],
+                config["embedding_dim"],
+                mask_zero=True,
+                name=f"{side}_embedding",
+                dtype=dtype,
+            )
+            for side in ("source", "target")
+        )
+        # === Encoder ===
+        self.bidirectional = config["bidirectional"]
+        self.num_states = 2 if cell == "lstm" else 1
+        self.encoder_layers = [
+            _rnn(cell, units, f"encoder_{i}", dtype, self.bidirectional)
+            for i in range(layers)
+        ]
+        self.bridges = [
+            keras.layers.Dense(
+                units, activation="tanh", name=f"bridge_{i}", dtype=dtype
+            )
+            for i in range(layers * self.num_states)
+        ]
+        # === Decoder ===
+        self.attention_decoder = AttentionDecoder(
+            units,
+            attention=get_mechanism(config["attention"], units, dtype),
+            cell=_decoder_cell(cell, units, layers, dtype),
+            input_feeding=config["input_feeding"],
+            return_alignments=True,
+            name="decoder",
+            dtype=dtype,
+        )
+        # === Head ===
+        self.dropout = keras.layers.Dropout(config["dropout"], name="dropout")
+        self.logits = keras.layers.Dense(
+            config["target_vocab_size"], name="logits", dtype=dtype
+        )
+
+    def encode(self, source):
+        """Memory `(B, S, d)` and the decoder's initial states."""
+        memory = self.source_embedding(source)
+        states = []
+        for i, layer in enumerate(self.encoder_layers):
+            if i:
+                memory = self.dropout(memory)
+            memory, *final = layer(memory)
+            if self.bidirectional:  # concat forward and backward, bridge
+                n = self.num_states
+                final = [
+                    self.bridges[i * n + j](
+                        ops.concatenate([final[j], final[n + j]], -1)
+                    )
+                    for j in range(n)
+                ]
+            states.extend(final)
+        return memory, states
+
+    def decode(self, target_in, memory, states, memory_mask=None):
+        """Logits `(B, T, V)` and alignments `(B, T, S)`."""
+        outputs, alignments = self.attention_decoder(
+            self.target_embedding(target_in),
+            memory,
+            memory_mask=memory_mask,
+            initial_state=states,
+        )
+        return self.logits(self.dropout(outputs)), alignments
+
+
+def _check_arguments(cell, num_layers):
     if cell not in ("gru", "lstm"):
         raise ValueError(
             f"`cell` must be 'gru' or 'lstm'. Received: cell={cell!r}"
         )
-    return keras.layers.GRU if cell == "gru" else keras.layers.LSTM
+    if num_layers < 1:
+        raise ValueError(f"`num_layers` must be >= 1. Received: {num_layers=}")
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
-class Seq2Seq(keras.Model):
+class Seq2Seq(Generator, keras.Model):
     """RNN encoder-decoder with attention (Bahdanau et al. 2015).
 
     The encoder embeds the source (`mask_zero=True`) and runs `num_layers`
@@ -92,109 +193,25 @@ class Seq2Seq(keras.Model):
         dtype=None,
         **kwargs,
     ):
-        rnn = _rnn_class(cell)
-        if num_layers < 1:
-            raise ValueError(
-                f"`num_layers` must be >= 1. Received: {num_layers=}"
-            )
-        # === Layers ===
-        source_embedding = keras.layers.Embedding(
-            source_vocab_size,
-            embedding_dim,
-            mask_zero=True,
-            name="source_embedding",
-            dtype=dtype,
-        )
-        target_embedding = keras.layers.Embedding(
-            target_vocab_size,
-            embedding_dim,
-            mask_zero=True,
-            name="target_embedding",
-            dtype=dtype,
-        )
-        encoder_layers = []
-        for i in range(num_layers):
-            layer = rnn(
-                units,
-                return_sequences=True,
-                return_state=True,
-                name=f"encoder_{i}",
-                dtype=dtype,
-            )
-            if bidirectional:
-                layer = keras.layers.Bidirectional(
-                    layer, name=f"encoder_{i}", dtype=dtype
-                )
-            encoder_layers.append(layer)
-        num_states = 2 if cell == "lstm" else 1
-        bridges = [
-            keras.layers.Dense(
-                units, activation="tanh", name=f"bridge_{i}", dtype=dtype
-            )
-            for i in range(num_layers * num_states)
-        ]
-        cells = [
-            keras.layers.GRUCell(units, name=f"cell_{i}", dtype=dtype)
-            if cell == "gru"
-            else keras.layers.LSTMCell(units, name=f"cell_{i}", dtype=dtype)
-            for i in range(num_layers)
-        ]
-        decoder_cell = cells[0]
-        if num_layers > 1:
-            decoder_cell = keras.layers.StackedRNNCells(
-                cells, name="cell", dtype=dtype
-            )
-        mechanism = attention
-        if not isinstance(attention, AttentionMechanism):
-            mechanism = get_mechanism(attention, units, dtype)
-        attention_decoder = AttentionDecoder(
-            units,
-            attention=mechanism,
-            cell=decoder_cell,
-            input_feeding=input_feeding,
-            return_alignments=True,
-            name="decoder",
-            dtype=dtype,
-        )
-        dropout_layer = keras.layers.Dropout(dropout, name="dropout")
-        logits_layer = keras.layers.Dense(
-            target_vocab_size, name="logits", dtype=dtype
-        )
-
-        def encode(source):
-            """Memory `(B, S, d)` and the decoder's initial states."""
-            memory = source_embedding(source)
-            states = []
-            for i, layer in enumerate(encoder_layers):
-                if i:
-                    memory = dropout_layer(memory)
-                memory, *final = layer(memory)
-                if bidirectional:  # concat forward and backward, bridge
-                    forward, backward = final[:num_states], final[num_states:]
-                    final = [
-                        bridges[i * num_states + j](
-                            ops.concatenate([forward[j], backward[j]], -1)
-                        )
-                        for j in range(num_states)
-                    ]
-                states.extend(final)
-            return memory, states
-
-        def decode(target_in, memory, states, memory_mask=None):
-            """Logits `(B, T, V)` and alignments `(B, T, S)`."""
-            outputs, alignments = attention_decoder(
-                target_embedding(target_in),
-                memory,
-                memory_mask=memory_mask,
-                initial_state=states,
-            )
-            return logits_layer(dropout_layer(outputs)), alignments
+        _check_arguments(cell, num_layers)
+        config = {
+            "source_vocab_size": source_vocab_size,
+            "target_vocab_size": target_vocab_size,
+            "embedding_dim": embedding_dim,
+            "units": units,
+            "attention": attention,
+            "cell": cell,
+            "bidirectional": bidirectional,
+            "num_layers": num_layers,
+            "dropout": dropout,
+            "input_feeding": input_feeding,
+        }
+        parts = _Seq2SeqParts(config, dtype)
 
         # === Functional model ===
         source = keras.Input((None,), dtype="int32", name="source")
         target_in = keras.Input((None,), dtype="int32", name="target_in")
-        memory, states = encode(source)
-        logits, _ = decode(target_in, memory, states)
+        logits, _ = parts.decode(target_in, *parts.encode(source))
         super().__init__(
             inputs={"source": source, "target_in": target_in},
             outputs=logits,
@@ -202,33 +219,28 @@ class Seq2Seq(keras.Model):
             **kwargs,
         )
 
-        # === Config ===
-        self.source_vocab_size = source_vocab_size
-        self.target_vocab_size = target_vocab_size
-        self.embedding_dim = embedding_dim
-        self.units = units
-        self.attention = attention
-        self.cell = cell
-        self.bidirectional = bidirectional
-        self.num_layers = num_layers
-        self.dropout = dropout
-        self.input_feeding = input_feeding
-        self.source_embedding = source_embedding
-        self.target_embedding = target_embedding
-        self.attention_decoder = attention_decoder
-        self.logits_layer = logits_layer
-        self._encode = encode
-        self._decode = decode
+        # === Config and parts ===
+        self._config = config
+        for name, value in config.items():
+            setattr(self, name, value)
+        self._parts = parts
+        self.source_embedding = parts.source_embedding
+        self.target_embedding = parts.target_embedding
+        self.attention_decoder = parts.attention_decoder
+        self.logits_layer = parts.logits
+        self.encoder, self.decoder = self._sub_models()
 
-        # === Sub-models (shared weights) ===
+    def _sub_models(self):
+        """Functional `encoder` and `decoder` sharing the model's weights."""
+        parts = self._parts
         source = keras.Input((None,), dtype="int32", name="source")
-        memory, states = encode(source)
-        self.encoder = keras.Model(
+        memory, states = parts.encode(source)
+        encoder = keras.Model(
             source,
             {"memory": Unmasked()(memory), "states": states},
             name="encoder",
         )
-        decoder_inputs = {
+        inputs = {
             "target_in": keras.Input((None,), dtype="int32", name="target_in"),
             "memory": keras.Input(memory.shape[1:], name="memory"),
             "memory_mask": keras.Input(
@@ -239,152 +251,55 @@ class Seq2Seq(keras.Model):
                 for i, state in enumerate(states)
             ],
         }
-        logits, alignments = decode(
-            decoder_inputs["target_in"],
-            decoder_inputs["memory"],
-            decoder_inputs["states"],
-            decoder_inputs["memory_mask"],
+        logits, alignments = parts.decode(
+            inputs["target_in"],
+            inputs["memory"],
+            inputs["states"],
+            inputs["memory_mask"],
         )
-        self.decoder = keras.Model(
-            decoder_inputs,
-            {"logits": logits, "alignments": alignments},
-            name="decoder",
+        decoder = keras.Model(
+            inputs, {"logits": logits, "alignments": alignments}, name="decoder"
         )
+        return encoder, decoder
 
     def get_config(self):
-        attention = self.attention
+        config = dict(self._config)
+        attention = config["attention"]
         if isinstance(attention, keras.layers.Layer):
             attention = keras.saving.serialize_keras_object(attention)
             attention.pop("build_config", None)
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "source_vocab_size": self.source_vocab_size,
-            "target_vocab_size": self.target_vocab_size,
-            "embedding_dim": self.embedding_dim,
-            "units": self.units,
-            "attention": attention,
-            "cell": self.cell,
-            "bidirectional": self.bidirectional,
-            "num_layers": self.num_layers,
-            "dropout": self.dropout,
-            "input_feeding": self.input_feeding,
-        }
+        config["attention"] = attention
+        return {"name": self.name, "trainable": self.trainable, **config}
 
-    def generate_function(
-        self,
-        source,
-        max_length,
-        method="greedy",
-        beam_width=4,
-        length_penalty=0.6,
-        coverage_penalty=0.0,
-        temperature=1.0,
-        top_k=None,
-        top_p=None,
-        seed=None,
-        return_attention=False,
-    ):
-        """`generate` as plain `keras.ops`, to trace, compile or export.
+    # === Generation (see `Generator`) ===
 
-        Same arguments and returns as `generate`; nothing is compiled or
-        cached here, so this is what an export endpoint wraps.
-        """
-        source = ops.cast(source, "int32")
-        memory, states = self._encode(source)
-        memory_mask = ops.not_equal(source, PAD_ID)  # (B, S)
+    def decoding_state(self, source, max_length):
+        memory, states = self._parts.encode(source)
         decoder = self.attention_decoder
-        state = {
+        return {
             "decoder": decoder.get_initial_state(ops.shape(source)[0], states),
+            "encoder_states": states,
             "memory": memory,
             "keys": decoder.project_memory(memory),
-            "memory_mask": memory_mask,
+            "memory_mask": ops.not_equal(source, PAD_ID),  # (B, S)
         }
 
-        def step_fn(tokens, state, index):
-            output, alignments, decoder_state = decoder.step(
-                self.target_embedding(tokens),
-                state["decoder"],
-                state["memory"],
-                state["keys"],
-                state["memory_mask"],
-            )
-            logits = next_token_logits(self.logits_layer, output)  # (B, V)
-            return logits, {**state, "decoder": decoder_state}, alignments
-
-        start = ops.full((ops.shape(source)[0],), START_ID, "int32")
-        tokens = run_decoding(
-            method,
-            step_fn,
-            state,
-            start,
-            max_length,
-            END_ID,
-            PAD_ID,
-            beam_width=beam_width,
-            length_penalty=length_penalty,
-            coverage_penalty=coverage_penalty,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
+    def decoding_step(self, tokens, state, index):
+        output, alignments, decoder_state = self.attention_decoder.step(
+            self.target_embedding(tokens),
+            state["decoder"],
+            state["memory"],
+            state["keys"],
+            state["memory_mask"],
         )
-        if not return_attention:
-            return tokens
-        # The alignments of the chosen tokens: one teacher-forced pass over
-        # [start, y_1..y_{L-1}] computes exactly what decoding computed.
-        target_in = ops.concatenate([start[:, None], tokens[:, :-1]], axis=1)
-        _, alignments = self._decode(target_in, memory, states, memory_mask)
-        emitted = ops.not_equal(tokens, PAD_ID)[:, :, None]
-        return tokens, ops.where(emitted, alignments, 0.0)
+        logits = self.logits_layer(output)  # (B, V)
+        return logits, {**state, "decoder": decoder_state}, alignments
 
-    def generate(
-        self,
-        source,
-        max_length,
-        method="greedy",
-        beam_width=4,
-        length_penalty=0.6,
-        coverage_penalty=0.0,
-        temperature=1.0,
-        top_k=None,
-        top_p=None,
-        seed=None,
-        return_attention=False,
-    ):
-        """Translate `source` token ids into target token ids.
-
-        Args:
-            source: int `(B, S)`, padded with 0.
-            max_length: int, the number of target tokens generated.
-            method: `"greedy"`, `"beam"` or `"sample"` (see
-                `keras_attention.decoding`). Defaults to `"greedy"`.
-            beam_width: beams of `"beam"`. Defaults to `4`.
-            length_penalty: GNMT `α` of `"beam"`. Defaults to `0.6`.
-            coverage_penalty: GNMT `β` of `"beam"`. Defaults to `0.0`.
-            temperature: of `"sample"`. Defaults to `1.0`.
-            top_k: of `"sample"`. Defaults to `None`.
-            top_p: of `"sample"`. Defaults to `None`.
-            seed: int seed of `"sample"`. Defaults to `None`.
-            return_attention: whether to also return the alignments.
-                Defaults to `False`.
-
-        Returns:
-            int32 tokens `(B, max_length)` (without the start token, 0
-            after the end token 2), and float32 alignments
-            `(B, max_length, S)` if `return_attention`.
-        """
-        return compile_generate(
-            self,
-            source,
-            max_length,
-            method=method,
-            beam_width=beam_width,
-            length_penalty=length_penalty,
-            coverage_penalty=coverage_penalty,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            return_attention=return_attention,
+    def teacher_forced_alignments(self, state, target_in):
+        _, alignments = self._parts.decode(
+            target_in,
+            state["memory"],
+            state["encoder_states"],
+            state["memory_mask"],
         )
+        return alignments

@@ -3,17 +3,14 @@
 import keras
 from keras import ops
 
+from keras_attention.constants import PAD_ID
+from keras_attention.constants import START_ID
 from keras_attention.layers.attention import AttentionPooling
+from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.positional import TokenAndPositionEmbedding
 from keras_attention.layers.transformer import TransformerDecoder
 from keras_attention.layers.transformer import TransformerEncoder
-from keras_attention.models.generation import END_ID
-from keras_attention.models.generation import PAD_ID
-from keras_attention.models.generation import START_ID
-from keras_attention.models.generation import Unmasked
-from keras_attention.models.generation import compile_generate
-from keras_attention.models.generation import next_token_logits
-from keras_attention.models.generation import run_decoding
+from keras_attention.models.generation import Generator
 
 
 def _check_heads(hidden_dim, num_heads):
@@ -24,8 +21,70 @@ def _check_heads(hidden_dim, num_heads):
         )
 
 
+class _TransformerParts:
+    """The named parts of a `Transformer` and how data flows through them.
+
+    embeddings → encoder stack → decoder stack (causal self-attention and
+    cross-attention) → logits head.
+    """
+
+    def __init__(self, config, dtype):
+        # === Embeddings (√d-scaled tokens + positions, id 0 = padding) ===
+        def embedding(side):
+            return TokenAndPositionEmbedding(
+                config[f"{side}_vocab_size"],
+                config["hidden_dim"],
+                max_length=config["max_length"],
+                positional=config["positional"],
+                name=f"{side}_embedding",
+                dtype=dtype,
+            )
+
+        self.source_embedding = embedding("source")
+        self.target_embedding = self.source_embedding
+        if not config["share_embeddings"]:
+            self.target_embedding = embedding("target")
+        # === Encoder and decoder stacks ===
+        blocks = dict(
+            num_heads=config["num_heads"],
+            intermediate_dim=config["intermediate_dim"],
+            dropout=config["dropout"],
+            norm_first=config["norm_first"],
+            dtype=dtype,
+        )
+        layers = config["num_layers"]
+        self.encoder = TransformerEncoder(layers, name="encoder", **blocks)
+        self.decoder = TransformerDecoder(layers, name="decoder", **blocks)
+        # === Head ===
+        self.dropout = keras.layers.Dropout(config["dropout"], name="dropout")
+        self.logits = keras.layers.Dense(
+            config["target_vocab_size"], name="logits", dtype=dtype
+        )
+
+    def encode(self, source):
+        """Memory `(B, S, d)`."""
+        return self.encoder(self.dropout(self.source_embedding(source)))
+
+    def decode(self, target_in, memory, memory_mask=None):
+        """Logits `(B, T, V)` and attention `(B, T, S)`.
+
+        The attention is the last block's cross-attention averaged over
+        heads. (Every call of the decoder stack returns the weights: a
+        Keras functional graph needs one output structure per layer.)
+        """
+        x = self.dropout(self.target_embedding(target_in))
+        x, weights = self.decoder(
+            x,
+            memory,
+            encoder_outputs_mask=memory_mask,
+            return_attention_scores=True,
+        )
+        cross = weights[-1]["cross_attention"]  # (B, H, T, S)
+        return self.logits(x), ops.mean(cross, axis=1)
+
+
 @keras.saving.register_keras_serializable(package="keras_attention")
-class Transformer(keras.Model):
+class Transformer(Generator, keras.Model):
     """Encoder-decoder Transformer ("Attention Is All You Need").
 
     Source and target tokens are embedded (`√d`-scaled, plus sinusoidal or
@@ -99,61 +158,25 @@ class Transformer(keras.Model):
                 f"Received: source_vocab_size={source_vocab_size}, "
                 f"target_vocab_size={target_vocab_size}"
             )
-
-        # === Layers ===
-        def embedding(vocab_size, name):
-            return TokenAndPositionEmbedding(
-                vocab_size,
-                hidden_dim,
-                max_length=max_length,
-                positional=positional,
-                name=name,
-                dtype=dtype,
-            )
-
-        source_embedding = embedding(source_vocab_size, "source_embedding")
-        target_embedding = source_embedding
-        if not share_embeddings:
-            target_embedding = embedding(target_vocab_size, "target_embedding")
-        blocks = dict(
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
-            dropout=dropout,
-            norm_first=norm_first,
-            dtype=dtype,
-        )
-        encoder_stack = TransformerEncoder(num_layers, name="encoder", **blocks)
-        decoder_stack = TransformerDecoder(num_layers, name="decoder", **blocks)
-        dropout_layer = keras.layers.Dropout(dropout, name="dropout")
-        logits_layer = keras.layers.Dense(
-            target_vocab_size, name="logits", dtype=dtype
-        )
-
-        def encode(source):
-            return encoder_stack(dropout_layer(source_embedding(source)))
-
-        def decode(target_in, memory, memory_mask=None, scores=False):
-            x = dropout_layer(target_embedding(target_in))
-            x = decoder_stack(
-                x,
-                memory,
-                encoder_outputs_mask=memory_mask,
-                return_attention_scores=scores,
-            )
-            x, weights = x if scores else (x, None)
-            logits = logits_layer(x)
-            if not scores:
-                return logits
-            # Cross-attention of the last block, averaged over heads.
-            cross = weights[-1]["cross_attention"]  # (B, H, T, S)
-            return logits, ops.mean(cross, axis=1)  # (B, T, S)
+        config = {
+            "source_vocab_size": source_vocab_size,
+            "target_vocab_size": target_vocab_size,
+            "num_layers": num_layers,
+            "hidden_dim": hidden_dim,
+            "num_heads": num_heads,
+            "intermediate_dim": intermediate_dim,
+            "dropout": dropout,
+            "max_length": max_length,
+            "norm_first": norm_first,
+            "positional": positional,
+            "share_embeddings": share_embeddings,
+        }
+        parts = _TransformerParts(config, dtype)
 
         # === Functional model ===
         source = keras.Input((None,), dtype="int32", name="source")
         target_in = keras.Input((None,), dtype="int32", name="target_in")
-        # Every call of the decoder stack returns the attention weights too:
-        # a Keras functional graph needs one output structure per layer.
-        logits, _ = decode(target_in, encode(source), scores=True)
+        logits, _ = parts.decode(target_in, parts.encode(source))
         super().__init__(
             inputs={"source": source, "target_in": target_in},
             outputs=logits,
@@ -161,192 +184,98 @@ class Transformer(keras.Model):
             **kwargs,
         )
 
-        # === Config ===
-        self.source_vocab_size = source_vocab_size
-        self.target_vocab_size = target_vocab_size
-        self.num_layers = num_layers
-        self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
-        self.max_length = max_length
-        self.norm_first = norm_first
-        self.positional = positional
-        self.share_embeddings = share_embeddings
-        self.source_embedding = source_embedding
-        self.target_embedding = target_embedding
-        self.decoder_stack = decoder_stack
-        self.logits_layer = logits_layer
-        self._encode = encode
-        self._decode = decode
+        # === Config and parts ===
+        self._config = config
+        for name, value in config.items():
+            setattr(self, name, value)
+        self._parts = parts
+        self.source_embedding = parts.source_embedding
+        self.target_embedding = parts.target_embedding
+        self.decoder_stack = parts.decoder
+        self.logits_layer = parts.logits
+        self.encoder, self.decoder = self._sub_models()
 
-        # === Sub-models (shared weights) ===
+    def _sub_models(self):
+        """Functional `encoder` and `decoder` sharing the model's weights."""
+        parts = self._parts
         source = keras.Input((None,), dtype="int32", name="source")
-        self.encoder = keras.Model(
-            source, Unmasked()(encode(source)), name="encoder"
+        encoder = keras.Model(
+            source, Unmasked()(parts.encode(source)), name="encoder"
         )
-        decoder_inputs = {
+        inputs = {
             "target_in": keras.Input((None,), dtype="int32", name="target_in"),
-            "memory": keras.Input((None, hidden_dim), name="memory"),
+            "memory": keras.Input((None, self.hidden_dim), name="memory"),
             "memory_mask": keras.Input(
                 (None,), dtype="bool", name="memory_mask"
             ),
         }
-        logits, attention = decode(
-            decoder_inputs["target_in"],
-            decoder_inputs["memory"],
-            decoder_inputs["memory_mask"],
-            scores=True,
+        logits, attention = parts.decode(
+            inputs["target_in"], inputs["memory"], inputs["memory_mask"]
         )
-        self.decoder = keras.Model(
-            decoder_inputs,
-            {"logits": logits, "attention": attention},
-            name="decoder",
+        decoder = keras.Model(
+            inputs, {"logits": logits, "attention": attention}, name="decoder"
         )
+        return encoder, decoder
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "source_vocab_size": self.source_vocab_size,
-            "target_vocab_size": self.target_vocab_size,
-            "num_layers": self.num_layers,
-            "hidden_dim": self.hidden_dim,
-            "num_heads": self.num_heads,
-            "intermediate_dim": self.intermediate_dim,
-            "dropout": self.dropout,
-            "max_length": self.max_length,
-            "norm_first": self.norm_first,
-            "positional": self.positional,
-            "share_embeddings": self.share_embeddings,
-        }
+        return {"name": self.name, "trainable": self.trainable, **self._config}
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
 
-    def _check_length(self, max_length):
+    # === Generation (see `Generator`) ===
+
+    def decoding_state(self, source, max_length):
         if self.positional == "learned" and max_length > self.max_length:
             raise ValueError(
                 "Cannot generate more tokens than the model's learned "
                 f"positions. Received: max_length={max_length}, model "
                 f"max_length={self.max_length}"
             )
-
-    def _step_fn(self, use_cache, max_length):
-        """`step_fn(tokens, state, index)` over the decoder stack."""
-
-        def logits_of(hidden):
-            return next_token_logits(self.logits_layer, hidden)  # (B, V)
-
-        def cached_step(tokens, state, index):
-            x = self.target_embedding(tokens[:, None], start_index=index)
-            hidden, cache = self.decoder_stack(
-                x,
-                state["memory"],
-                encoder_outputs_mask=state["memory_mask"],
-                cache=state["cache"],
-                cache_update_index=index,
-                cross_attention_cache=state["cross_attention_cache"],
-            )  # (B, 1, d)
-            return logits_of(hidden[:, 0]), {**state, "cache": cache}
-
-        def uncached_step(tokens, state, index):
-            # Write the token, then re-run the whole (causal) prefix.
-            prefix = ops.slice_update(
-                state["prefix"], (0, index), tokens[:, None]
-            )  # (B, L)
-            hidden = self.decoder_stack(
-                self.target_embedding(prefix),
-                state["memory"],
-                encoder_outputs_mask=state["memory_mask"],
-            )  # (B, L, d)
-            hidden = ops.take(hidden, index, axis=1)  # (B, d)
-            return logits_of(hidden), {**state, "prefix": prefix}
-
-        return cached_step if use_cache else uncached_step
-
-    def generate_function(
-        self,
-        source,
-        max_length,
-        method="greedy",
-        beam_width=4,
-        length_penalty=0.6,
-        coverage_penalty=0.0,
-        temperature=1.0,
-        top_k=None,
-        top_p=None,
-        seed=None,
-        return_attention=False,
-        use_cache=True,
-    ):
-        """`generate` as plain `keras.ops`, to trace, compile or export."""
-        self._check_length(max_length)
-        source = ops.cast(source, "int32")
-        batch = ops.shape(source)[0]
-        memory = self._encode(source)  # (B, S, d)
-        state = {"memory": memory, "memory_mask": ops.not_equal(source, 0)}
-        if use_cache:
-            # One self-attention cache per block (a list, so no step copies
-            # a stacked cache), and the source's cross-attention keys/values
-            # projected once.
-            head_dim = self.hidden_dim // self.num_heads
-            shape = (batch, 2, max_length, self.num_heads, head_dim)
-            state["cache"] = [
+        memory = self._parts.encode(source)  # (B, S, d)
+        # One self-attention cache per block, and the source's
+        # cross-attention keys/values projected once.
+        shape = (
+            ops.shape(source)[0],
+            2,
+            max_length,
+            self.num_heads,
+            self.hidden_dim // self.num_heads,
+        )
+        return {
+            "memory": memory,
+            "memory_mask": ops.not_equal(source, PAD_ID),
+            "cache": [
                 ops.zeros(shape, dtype=memory.dtype)
                 for _ in range(self.num_layers)
-            ]
-            state["cross_attention_cache"] = (
+            ],
+            "cross_attention_cache": (
                 self.decoder_stack.compute_cross_attention_cache(memory)
-            )
-        else:
-            state["prefix"] = ops.zeros((batch, max_length), "int32")
-        start = ops.full((batch,), START_ID, "int32")
-        tokens = run_decoding(
-            method,
-            self._step_fn(use_cache, max_length),
-            state,
-            start,
-            max_length,
-            end_id=END_ID,
-            pad_id=PAD_ID,
-            beam_width=beam_width,
-            length_penalty=length_penalty,
-            coverage_penalty=coverage_penalty,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
+            ),
+        }
+
+    def decoding_step(self, tokens, state, index):
+        x = self.target_embedding(ops.expand_dims(tokens, 1), start_index=index)
+        hidden, weights, cache = self.decoder_stack(
+            x,
+            state["memory"],
+            encoder_outputs_mask=state["memory_mask"],
+            cache=state["cache"],
+            cache_update_index=index,
+            cross_attention_cache=state["cross_attention_cache"],
+            return_attention_scores=True,
+        )  # (B, 1, d)
+        logits = self.logits_layer(hidden[:, 0])  # (B, V)
+        # Alignments: the last block's cross-attention, averaged over heads.
+        alignments = ops.mean(weights[-1]["cross_attention"][:, :, 0], axis=1)
+        return logits, {**state, "cache": cache}, alignments
+
+    def teacher_forced_alignments(self, state, target_in):
+        _, attention = self._parts.decode(
+            target_in, state["memory"], state["memory_mask"]
         )
-        if not return_attention:
-            return tokens
-        # Attention of the chosen tokens: one teacher-forced pass.
-        target_in = ops.concatenate([start[:, None], tokens[:, :-1]], axis=1)
-        _, attention = self._decode(
-            target_in, memory, state["memory_mask"], scores=True
-        )
-        emitted = ops.not_equal(tokens, PAD_ID)[:, :, None]
-        return tokens, ops.where(emitted, attention, 0.0)
-
-    def generate(self, source, max_length, **kwargs):
-        """Generate target ids with the key/value cache.
-
-        Args:
-            source: int `(B, S)`, padded with 0.
-            max_length: number of target tokens generated.
-            **kwargs: `method` (`"greedy"`, `"beam"`, `"sample"`),
-                `beam_width`, `length_penalty`, `coverage_penalty`,
-                `temperature`, `top_k`, `top_p`, `seed`, `return_attention`
-                as in `Seq2Seq.generate`, and `use_cache` (default `True`;
-                `False` recomputes the prefix each step, for comparison).
-
-        Returns:
-            int32 tokens `(B, max_length)` (0 after the end token 2), and
-            the last block's head-averaged cross-attention
-            `(B, max_length, S)` if `return_attention`.
-        """
-        return compile_generate(self, source, max_length, **kwargs)
+        return attention
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")

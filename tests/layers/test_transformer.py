@@ -105,10 +105,9 @@ def test_decoder_cache_reproduces_full_forward(cls, extra):
     decoder = cls(**BLOCK, **extra)
     expected = decoder(X, MEMORY)
     heads = extra.get("num_key_value_heads", 2)
-    shape = (2, 2, 6, heads, 4)
-    if "num_layers" in extra:
-        shape = (2, extra["num_layers"]) + shape[1:]
-    cache = np.zeros(shape, "float32")
+    cache = np.zeros((2, 2, 6, heads, 4), "float32")
+    if "num_layers" in extra:  # a stack takes a list of block caches
+        cache = [cache] * extra["num_layers"]
     step = tf.function(
         lambda x, cache, i: decoder(
             x, MEMORY, cache=cache, cache_update_index=i
@@ -139,6 +138,15 @@ def test_cross_attention_cache_and_list_caches_reproduce_full_forward():
         assert isinstance(caches, list) and len(caches) == 2
         outputs.append(out)
     np.testing.assert_allclose(np.concatenate(outputs, 1), expected, atol=1e-5)
+
+
+def test_stack_cache_must_be_a_list_of_block_caches():
+    decoder = TransformerDecoder(2, **BLOCK)
+    cache = np.zeros((2, 2, 2, 6, 2, 4), "float32")  # stacked: not accepted
+    with pytest.raises(ValueError, match="`cache` must be a list of 2"):
+        decoder(X[:, :1], MEMORY, cache=cache, cache_update_index=0)
+    with pytest.raises(ValueError, match="one cache per block"):
+        decoder(X[:, :1], MEMORY, cache=[cache[:, 0]], cache_update_index=0)
 
 
 def test_cross_attention_cache_needs_cross_attention():
