@@ -1,5 +1,7 @@
 """keras-attention: every attention building block for Keras 3."""
 
+from keras_attention import chunked
+from keras_attention import constants
 from keras_attention import decoding
 from keras_attention import layers
 from keras_attention import models

@@ -22,6 +22,7 @@ and the output is `a / l`. The module has three parts:
 from keras import ops
 
 from keras_attention import ops as attention_ops
+from keras_attention import utils
 from keras_attention.constants import mask_value
 
 
@@ -98,7 +99,7 @@ def _forward(query, keys, values, block_scores, block_mask, num_chunks):
         ops.zeros(row_shape, "float32"),
         ops.zeros(row_shape[:-1] + (values.shape[-1],), "float32"),
     )
-    maximum, total, accumulated = ops.fori_loop(0, num_chunks, step, init)
+    maximum, total, accumulated = utils.fori_loop(num_chunks, step, init)
     total = ops.where(ops.greater(total, 0.0), total, 1.0)  # 0: sees no key
     return accumulated / total, maximum + ops.log(total)
 
@@ -138,7 +139,7 @@ def _backward(query, keys, values, block_mask, output, log_total, upstream):
         ops.zeros(ops.shape(x), "float32") for x in (query, keys, values)
     )
     num_chunks = ops.shape(keys)[0]
-    d_query, d_keys, d_values = ops.fori_loop(0, num_chunks, step, init)
+    d_query, d_keys, d_values = utils.fori_loop(num_chunks, step, init)
     return (
         ops.cast(d_query, query.dtype),
         ops.cast(d_keys, keys.dtype),

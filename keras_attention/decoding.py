@@ -274,6 +274,28 @@ def _candidates(logits, log_probs, finished, end_id, pad_id):
     return total, ops.broadcast_to(ends, ops.shape(total))
 
 
+def _gnmt_scores(log_probs, lengths, finished, coverage, alpha, beta):
+    """GNMT `log P / lp + β · cp` of beams `(B, W)` or candidates `(B, W, V)`.
+
+    The coverage penalty counts only for finished sequences.
+    """
+    scores = log_probs / length_penalty_fn(lengths, alpha)
+    if not beta:
+        return scores
+    batch, width = ops.shape(log_probs)[:2]
+    penalty = _coverage_of(coverage, batch, width)  # (B, W)
+    if len(scores.shape) == 3:  # candidates
+        penalty = ops.expand_dims(penalty, -1)
+    return scores + beta * ops.where(finished, penalty, 0.0)
+
+
+def _reorder(nest, parent, width):
+    """The tiled `(B * W, ...)` tensors of `nest` following beam parents."""
+    batch = ops.shape(parent)[0]
+    rows = ops.reshape(parent + ops.arange(batch)[:, None] * width, (-1,))
+    return keras.tree.map_structure(lambda x: ops.take(x, rows, axis=0), nest)
+
+
 def _select(scores, width):
     """The `W` best candidates `(B, W * V)` -> flat index, parent, token."""
     vocab = ops.shape(scores)[-1]
@@ -353,14 +375,7 @@ def beam_search(
     start_ids = ops.cast(start_ids, "int32")
     batch = ops.shape(start_ids)[0]
 
-    def scores_of(log_probs, lengths, finished, coverage):
-        scores = log_probs / length_penalty_fn(lengths, length_penalty)
-        if not use_coverage:
-            return scores
-        penalty = _coverage_of(coverage, batch, width)
-        if len(scores.shape) == 3:  # candidates (B, W, V)
-            penalty = ops.expand_dims(penalty, -1)
-        return scores + coverage_penalty * ops.where(finished, penalty, 0.0)
+    penalties = (length_penalty, coverage_penalty)
 
     def body(
         index, tokens, last, log_probs, finished, lengths, coverage, state
@@ -371,17 +386,15 @@ def beam_search(
             coverage += ops.where(live, ops.cast(alignments, "float32"), 0.0)
         total, ends = _candidates(logits, log_probs, finished, end_id, pad_id)
         lengths = lengths + ops.cast(ops.logical_not(finished), "int32")
-        scores = scores_of(total, ops.expand_dims(lengths, -1), ends, coverage)
+        scores = _gnmt_scores(
+            total, ops.expand_dims(lengths, -1), ends, coverage, *penalties
+        )
         best, parent, chosen = _select(scores, width)
         flat_total = ops.reshape(total, (batch, -1))
         log_probs = ops.take_along_axis(flat_total, best, axis=1)
         finished = ops.take_along_axis(ops.reshape(ends, (batch, -1)), best, 1)
         tokens = _write(_follow(tokens, parent), index, chosen)
-        # Row of each parent in the tiled (B * W, ...) state.
-        rows = ops.reshape(parent + ops.arange(batch)[:, None] * width, (-1,))
-        state, coverage = keras.tree.map_structure(
-            lambda x: ops.take(x, rows, axis=0), (state, coverage)
-        )
+        state, coverage = _reorder((state, coverage), parent, width)
         last = ops.reshape(chosen, (-1,))
         lengths = _follow(lengths, parent)
         return (
@@ -409,11 +422,8 @@ def beam_search(
         body,
         loop_vars,
     )
-    return _beam_results(
-        tokens,
-        scores_of(log_probs, lengths, finished, coverage),
-        return_all_beams,
-    )
+    scores = _gnmt_scores(log_probs, lengths, finished, coverage, *penalties)
+    return _beam_results(tokens, scores, return_all_beams)
 
 
 def _beam_start(step_fn, state, start_ids, max_length, pad_id, width, coverage):

@@ -57,6 +57,101 @@ def _distribute(dataset, strategy):
     return strategy.experimental_distribute_dataset(dataset)
 
 
+def _loss_and_optimizer(model, optimizer, loss):
+    optimizer = optimizer or getattr(model, "optimizer", None)
+    loss = keras.losses.get(loss or getattr(model, "loss", None))
+    if optimizer is None or loss is None:
+        raise ValueError(
+            "`train` needs an optimizer and a loss: compile the model or "
+            f"pass them. Received: optimizer={optimizer}, loss={loss}"
+        )
+    return loss, optimizer
+
+
+def _steps_per_epoch(dataset, steps_per_epoch):
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    if not isinstance(dataset, tf.data.Dataset):
+        raise ValueError(
+            "`steps_per_epoch` is required when `dataset` is a function."
+        )
+    cardinality = int(dataset.cardinality())
+    if cardinality < 0:
+        raise ValueError(
+            "`steps_per_epoch` is required for a dataset of unknown or "
+            "infinite length. Received: steps_per_epoch=None"
+        )
+    return cardinality
+
+
+def _restore(checkpoint_dir, strategy, max_to_keep, **objects):
+    """A `CheckpointManager` of `objects`, restored from the latest save."""
+    if not checkpoint_dir:
+        return None
+    checkpoint = tf.train.Checkpoint(**objects)
+    manager = tf.train.CheckpointManager(
+        checkpoint,
+        _checkpoint_dir(checkpoint_dir, strategy),
+        max_to_keep=max_to_keep,
+    )
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint)
+    return manager
+
+
+def _per_example_loss(loss, targets, predictions):
+    """Mean over the (unmasked) tokens of each example: `(B,)`."""
+    # Unreduced loss: a `Loss` object's `call`, or a plain loss function.
+    loss_fn = loss.call if isinstance(loss, keras.losses.Loss) else loss
+    values = tf.cast(loss_fn(targets, predictions), tf.float32)
+    batch = tf.shape(values)[0]
+    values = tf.reshape(values, [batch, -1])
+    mask = getattr(predictions, "_keras_mask", None)
+    if mask is None:
+        return tf.reduce_mean(values, axis=-1)
+    mask = tf.reshape(tf.cast(mask, tf.float32), [batch, -1])
+    return tf.reduce_sum(values * mask, -1) / tf.maximum(
+        tf.reduce_sum(mask, -1), 1.0
+    )
+
+
+def _train_step(model, optimizer, loss, strategy):
+    """`train_step(iterator) -> loss`: one global batch, all replicas."""
+    num_replicas = strategy.num_replicas_in_sync
+
+    def replica_step(inputs, targets):
+        with tf.GradientTape() as tape:
+            predictions = model(inputs, training=True)
+            per_example = _per_example_loss(loss, targets, predictions)
+            value = tf.nn.compute_average_loss(per_example)
+            if model.losses:
+                value += tf.add_n(model.losses) / num_replicas
+            scaled = optimizer.scale_loss(value)
+        gradients = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return value
+
+    @tf.function
+    def train_step(iterator):
+        inputs, targets = next(iterator)
+        per_replica = strategy.run(replica_step, args=(inputs, targets))
+        return strategy.reduce(
+            tf.distribute.ReduceOp.SUM, per_replica, axis=None
+        )
+
+    return train_step
+
+
+def _run_epoch(train_step, iterator, steps, bar):
+    """Mean loss of `steps` steps; the bar shows the running mean."""
+    total = 0.0
+    for step in range(steps):
+        total += float(train_step(iterator))
+        if bar is not None:
+            bar.update(step + 1, values=[("loss", total / (step + 1))])
+    return total / steps
+
+
 def train(
     model,
     dataset,
@@ -102,80 +197,22 @@ def train(
         dict `{"loss": [mean loss per epoch run]}`.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    optimizer = optimizer or getattr(model, "optimizer", None)
-    loss = keras.losses.get(loss or getattr(model, "loss", None))
-    if optimizer is None or loss is None:
-        raise ValueError(
-            "`train` needs an optimizer and a loss: compile the model or "
-            f"pass them. Received: optimizer={optimizer}, loss={loss}"
-        )
-    if steps_per_epoch is None and isinstance(dataset, tf.data.Dataset):
-        cardinality = int(dataset.cardinality())
-        if cardinality < 0:
-            raise ValueError(
-                "`steps_per_epoch` is required for a dataset of unknown or "
-                "infinite length. Received: steps_per_epoch=None"
-            )
-        steps_per_epoch = cardinality
-    if steps_per_epoch is None:
-        raise ValueError(
-            "`steps_per_epoch` is required when `dataset` is a function."
-        )
+    loss, optimizer = _loss_and_optimizer(model, optimizer, loss)
+    steps_per_epoch = _steps_per_epoch(dataset, steps_per_epoch)
     chief = _is_chief(strategy)
     with strategy.scope():
         epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         if not optimizer.built:
             optimizer.build(model.trainable_variables)
-    manager = None
-    if checkpoint_dir:
-        checkpoint = tf.train.Checkpoint(
-            model=model, optimizer=optimizer, epoch=epoch
-        )
-        manager = tf.train.CheckpointManager(
-            checkpoint,
-            _checkpoint_dir(checkpoint_dir, strategy),
-            max_to_keep=max_to_keep,
-        )
-        if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint)
-
-    num_replicas = strategy.num_replicas_in_sync
-    # Unreduced loss: a `Loss` object's `call`, or a plain loss function.
-    loss_fn = loss.call if isinstance(loss, keras.losses.Loss) else loss
-
-    def per_example_loss(targets, predictions):
-        """Mean over the (unmasked) tokens of each example: `(B,)`."""
-        values = tf.cast(loss_fn(targets, predictions), tf.float32)
-        batch = tf.shape(values)[0]
-        values = tf.reshape(values, [batch, -1])
-        mask = getattr(predictions, "_keras_mask", None)
-        if mask is None:
-            return tf.reduce_mean(values, axis=-1)
-        mask = tf.reshape(tf.cast(mask, tf.float32), [batch, -1])
-        return tf.reduce_sum(values * mask, -1) / tf.maximum(
-            tf.reduce_sum(mask, -1), 1.0
-        )
-
-    def replica_step(inputs, targets):
-        with tf.GradientTape() as tape:
-            predictions = model(inputs, training=True)
-            per_example = per_example_loss(targets, predictions)
-            value = tf.nn.compute_average_loss(per_example)
-            if model.losses:
-                value += tf.add_n(model.losses) / num_replicas
-            scaled = optimizer.scale_loss(value)
-        gradients = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-        return value
-
-    @tf.function
-    def train_step(iterator):
-        inputs, targets = next(iterator)
-        per_replica = strategy.run(replica_step, args=(inputs, targets))
-        return strategy.reduce(
-            tf.distribute.ReduceOp.SUM, per_replica, axis=None
-        )
-
+    manager = _restore(
+        checkpoint_dir,
+        strategy,
+        max_to_keep,
+        model=model,
+        optimizer=optimizer,
+        epoch=epoch,
+    )
+    train_step = _train_step(model, optimizer, loss, strategy)
     history = {"loss": []}
     while int(epoch.numpy()) < epochs:
         iterator = iter(_distribute(dataset, strategy))
@@ -186,13 +223,9 @@ def train(
             bar = keras.utils.Progbar(
                 steps_per_epoch, stateful_metrics=["loss"]
             )
-        total = 0.0
-        for step in range(steps_per_epoch):
-            value = float(train_step(iterator))
-            total += value
-            if bar is not None:
-                bar.update(step + 1, values=[("loss", total / (step + 1))])
-        history["loss"].append(total / steps_per_epoch)
+        history["loss"].append(
+            _run_epoch(train_step, iterator, steps_per_epoch, bar)
+        )
         epoch.assign_add(1)
         if manager is not None:
             manager.save(checkpoint_number=int(epoch.numpy()))

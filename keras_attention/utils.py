@@ -1,10 +1,14 @@
-"""Small helpers every layer shares: argument checks and optional outputs.
+"""Small helpers every layer shares: argument checks, optional outputs and
+the one loop of known length.
 
 Argument checks raise in keras's form: what was expected, then
 `Received: name=value`, so the message always names the argument.
 """
 
 import numbers
+
+import keras
+from keras import ops
 
 
 def check_positive_int(name, value, allow_none=False):
@@ -57,3 +61,31 @@ def pack_outputs(*outputs):
     """
     kept = tuple(x for x in outputs if x is not None)
     return kept[0] if len(kept) == 1 else kept
+
+
+def fori_loop(length, body, init):
+    """`carry = body(index, carry)` for `index` in `0 .. length - 1`.
+
+    A loop of known length that every backend can differentiate: Keras's
+    `fori_loop` is a `lax.scan` on JAX (whose `while_loop` has no reverse
+    mode), but on TensorFlow its `while_loop` needs `maximum_iterations`
+    for the gradient to compile under XLA (as Keras's own RNN loop does).
+    The one place in the package that picks a loop per backend.
+
+    Args:
+        length: int or scalar int tensor, the number of iterations (static
+            on JAX, as every JAX shape is).
+        body: `(index, carry) -> carry`.
+        init: the initial carry, any nest of tensors.
+
+    Returns:
+        The final carry.
+    """
+    if keras.config.backend() == "tensorflow":
+        return ops.while_loop(
+            lambda index, carry: index < length,
+            lambda index, carry: (index + 1, body(index, carry)),
+            (0, init),
+            maximum_iterations=length,
+        )[1]
+    return ops.fori_loop(0, length, body, init)

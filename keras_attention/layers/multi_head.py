@@ -271,8 +271,8 @@ class MultiHeadAttention(keras.layers.Layer):
             **self._regularizers,
         )
 
-    def build(self, query_shape, value_shape, key_shape=None):
-        key_shape = value_shape if key_shape is None else key_shape
+    def _attention_axes_of(self, query_shape, value_shape, key_shape):
+        """Check the input shapes; the attention axes, non-negative."""
         if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
             raise ValueError(
                 "All dimensions of `value` and `key`, except the last one, "
@@ -299,6 +299,12 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"and features. Received: attention_axes={axes}, "
                 f"query.shape={tuple(query_shape)}"
             )
+        return axes
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        axes = self._attention_axes_of(query_shape, value_shape, key_shape)
+        rank = len(query_shape)
         self._attention_axes = axes
         self._other_axes = tuple(a for a in range(1, rank - 1) if a not in axes)
         heads, kv_heads = self._num_heads, self.num_key_value_heads

@@ -238,6 +238,13 @@ class LuongAttention(AttentionMechanism):
         return config
 
 
+def _write(buffer, index, value):
+    """`buffer[:, index] = value` as an elementwise `where` (no scatter)."""
+    position = ops.arange(ops.shape(buffer)[1]) == index  # (T,)
+    position = ops.reshape(position, (1, -1, 1))
+    return ops.where(position, ops.expand_dims(value, 1), buffer)
+
+
 def get_mechanism(identifier, units, dtype=None):
     """An attention mechanism from a name, a config dict or an instance."""
     if isinstance(identifier, AttentionMechanism):
@@ -462,72 +469,11 @@ class AttentionDecoder(keras.layers.Layer):
     ):
         state = self.get_initial_state(ops.shape(inputs)[0], initial_state)
         keys = self.project_memory(memory)  # once per source, not per step
-
-        batch, length = ops.shape(inputs)[0], ops.shape(inputs)[1]
         steps = ops.swapaxes(inputs, 0, 1)  # (T, B, e): cheap to index
-
-        def write(buffer, index, value):  # buffer[:, index] = value
-            position = ops.arange(length)[None, :, None] == index  # (1, T, 1)
-            return ops.where(position, value[:, None, :], buffer)
-
-        def loop(body, buffers):
-            # A bounded while loop (maximum_iterations) so that the gradient
-            # compiles under XLA, as Keras's own RNN loop does.
-            return ops.while_loop(
-                lambda index, *_: index < length,
-                body,
-                (0, state, *buffers),
-                maximum_iterations=length,
-            )[1:]
-
-        if not self.input_feeding:
-            # Nothing feeds back: run the cell alone, then attend with all
-            # T queries at once (same numbers as step by step, faster).
-            def cell_body(index, state, queries):
-                cell_state = keras.tree.pack_sequence_as(
-                    self._state_structure, list(state[:-1])
-                )
-                query, cell_state = self.cell(
-                    ops.take(steps, index, axis=0),
-                    cell_state,
-                    training=training,
-                )
-                state = keras.tree.flatten(cell_state) + [state[-1]]
-                return index + 1, state, write(queries, index, query)
-
-            queries = ops.zeros(
-                (batch, length, self._query_size), self.compute_dtype
-            )
-            state, queries = loop(cell_body, [queries])
-            context, alignments = self.attention.attend(
-                queries, memory, keys, memory_mask
-            )  # (B, T, d), (B, T, S)
-            outputs = self.attention_layer(
-                ops.concatenate([queries, context], axis=-1)
-            )  # (B, T, A)
-            state = state[:-1] + [outputs[:, -1]]
-        else:
-
-            def body(index, state, outputs, alignments):
-                output, weights, state = self.step(
-                    ops.take(steps, index, axis=0),
-                    state,
-                    memory,
-                    keys,
-                    memory_mask,
-                    training,
-                )
-                outputs = write(outputs, index, output)  # (B, T, A)
-                alignments = write(alignments, index, weights)  # (B, T, S)
-                return index + 1, state, outputs, alignments
-
-            outputs = ops.zeros(
-                (batch, length, self.output_size), self.compute_dtype
-            )
-            alignments = ops.zeros(
-                (batch, length, ops.shape(memory)[1]), "float32"
-            )
-            state, outputs, alignments = loop(body, [outputs, alignments])
+        run = self._run_fed if self.input_feeding else self._run_unfed
+        outputs, alignments, state = run(
+            steps, state, memory, keys, memory_mask, training
+        )
         if not self.return_sequences:
             outputs = outputs[:, -1]
         return utils.pack_outputs(
@@ -535,6 +481,64 @@ class AttentionDecoder(keras.layers.Layer):
             alignments if self.return_alignments else None,
             state if self.return_state else None,
         )
+
+    def _run_fed(self, steps, state, memory, keys, memory_mask, training):
+        """The recurrence with input feeding: `step` at every position."""
+        length, batch = ops.shape(steps)[0], ops.shape(steps)[1]
+
+        def body(index, carry):
+            state, outputs, alignments = carry
+            output, weights, state = self.step(
+                ops.take(steps, index, axis=0),
+                state,
+                memory,
+                keys,
+                memory_mask,
+                training,
+            )
+            outputs = _write(outputs, index, output)  # (B, T, A)
+            alignments = _write(alignments, index, weights)  # (B, T, S)
+            return state, outputs, alignments
+
+        outputs = ops.zeros(
+            (batch, length, self.output_size), self.compute_dtype
+        )
+        alignments = ops.zeros((batch, length, ops.shape(memory)[1]), "float32")
+        state, outputs, alignments = utils.fori_loop(
+            length, body, (state, outputs, alignments)
+        )
+        return outputs, alignments, state
+
+    def _run_unfed(self, steps, state, memory, keys, memory_mask, training):
+        """Without input feeding: the cell alone, then attention over all steps.
+
+        Nothing feeds back, so all `T` queries attend at once (the same
+        numbers as step by step, faster).
+        """
+        length, batch = ops.shape(steps)[0], ops.shape(steps)[1]
+
+        def body(index, carry):
+            state, queries = carry
+            cell_state = keras.tree.pack_sequence_as(
+                self._state_structure, list(state[:-1])
+            )
+            query, cell_state = self.cell(
+                ops.take(steps, index, axis=0), cell_state, training=training
+            )
+            state = keras.tree.flatten(cell_state) + [state[-1]]
+            return state, _write(queries, index, query)
+
+        queries = ops.zeros(
+            (batch, length, self._query_size), self.compute_dtype
+        )
+        state, queries = utils.fori_loop(length, body, (state, queries))
+        context, alignments = self.attention.attend(
+            queries, memory, keys, memory_mask
+        )  # (B, T, d), (B, T, S)
+        outputs = self.attention_layer(
+            ops.concatenate([queries, context], axis=-1)
+        )  # (B, T, A)
+        return outputs, alignments, state[:-1] + [outputs[:, -1]]
 
     def compute_mask(self, inputs, mask=None):
         if not self.return_sequences:

@@ -394,12 +394,7 @@ class TransformerDecoderBlock(_Block):
         return_attention_scores=False,
         training=None,
     ):
-        if (encoder_outputs is None) != (self.cross_attention is None):
-            raise ValueError(
-                "Call the block with `encoder_outputs` always or never (it "
-                "was built with"
-                f"{'' if self.cross_attention else 'out'} them)."
-            )
+        self._check_encoder_outputs(encoder_outputs)
         x, extra = self._residual(
             inputs,
             lambda h: self.self_attention(
@@ -420,8 +415,7 @@ class TransformerDecoderBlock(_Block):
         weights = {}
         if return_attention_scores:
             weights["self_attention"], *extra = extra
-        if cache is not None:
-            cache = extra[0]
+        cache = extra[0] if cache is not None else None
         if encoder_outputs is not None:
             x, cross = self._residual(
                 x,
@@ -437,12 +431,20 @@ class TransformerDecoderBlock(_Block):
                 self.cross_attention_norm,
                 training,
             )
-            if return_attention_scores:
-                weights["cross_attention"] = cross[0]
+            weights["cross_attention"] = cross[0] if cross else None
         x = self._feed_forward(x, training)
         return utils.pack_outputs(
             x, weights if return_attention_scores else None, cache
         )
+
+    def _check_encoder_outputs(self, encoder_outputs):
+        if (encoder_outputs is None) != (self.cross_attention is None):
+            built = "with" if self.cross_attention else "without"
+            raise ValueError(
+                "Call the block with `encoder_outputs` always or never (it "
+                f"was built {built} them). Received: encoder_outputs="
+                f"{None if encoder_outputs is None else encoder_outputs.shape}"
+            )
 
     def compute_cross_attention_cache(self, encoder_outputs):
         """Cross-attention keys/values `(B, 2, S, H_kv, D)`, once per source.

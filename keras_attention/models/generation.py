@@ -159,11 +159,32 @@ def _compile(function, model):
 
 
 class Generator:
-    """Mixin giving a model `generate` and `generate_function`.
+    """Mixin of the encoder-decoder models: generation and bookkeeping.
 
-    The model implements `decoding_state`, `decoding_step` and
-    `teacher_forced_alignments` (see the module docstring).
+    Gives a model `generate` and `generate_function`; the model implements
+    `decoding_state`, `decoding_step` and `teacher_forced_alignments` (see
+    the module docstring). `_keep(config, parts)` stores what the
+    constructor built: the hyper-parameters (returned by `get_config`, and
+    set as attributes), the named parts, and the `encoder` / `decoder`
+    sub-models from the model's `_sub_models()`.
     """
+
+    def _keep(self, config, parts):
+        self._config = config
+        for name, value in config.items():
+            setattr(self, name, value)
+        self._parts = parts
+        self.source_embedding = parts.source_embedding
+        self.target_embedding = parts.target_embedding
+        self.logits_layer = parts.logits
+        self.encoder, self.decoder = self._sub_models()
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **self._config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def generate_function(
         self, source, max_length, return_attention=False, seed=None, **options

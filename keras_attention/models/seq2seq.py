@@ -220,15 +220,8 @@ class Seq2Seq(Generator, keras.Model):
         )
 
         # === Config and parts ===
-        self._config = config
-        for name, value in config.items():
-            setattr(self, name, value)
-        self._parts = parts
-        self.source_embedding = parts.source_embedding
-        self.target_embedding = parts.target_embedding
+        self._keep(config, parts)
         self.attention_decoder = parts.attention_decoder
-        self.logits_layer = parts.logits
-        self.encoder, self.decoder = self._sub_models()
 
     def _sub_models(self):
         """Functional `encoder` and `decoder` sharing the model's weights."""
@@ -263,13 +256,12 @@ class Seq2Seq(Generator, keras.Model):
         return encoder, decoder
 
     def get_config(self):
-        config = dict(self._config)
+        config = super().get_config()
         attention = config["attention"]
         if isinstance(attention, keras.layers.Layer):
             attention = keras.saving.serialize_keras_object(attention)
             attention.pop("build_config", None)
-        config["attention"] = attention
-        return {"name": self.name, "trainable": self.trainable, **config}
+        return {**config, "attention": attention}
 
     # === Generation (see `Generator`) ===
 

@@ -185,15 +185,8 @@ class Transformer(Generator, keras.Model):
         )
 
         # === Config and parts ===
-        self._config = config
-        for name, value in config.items():
-            setattr(self, name, value)
-        self._parts = parts
-        self.source_embedding = parts.source_embedding
-        self.target_embedding = parts.target_embedding
+        self._keep(config, parts)
         self.decoder_stack = parts.decoder
-        self.logits_layer = parts.logits
-        self.encoder, self.decoder = self._sub_models()
 
     def _sub_models(self):
         """Functional `encoder` and `decoder` sharing the model's weights."""
@@ -216,13 +209,6 @@ class Transformer(Generator, keras.Model):
             inputs, {"logits": logits, "attention": attention}, name="decoder"
         )
         return encoder, decoder
-
-    def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self._config}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     # === Generation (see `Generator`) ===
 
