@@ -413,3 +413,48 @@ def test_functional_model_fits():
     history = model.fit(tokens, tokens, epochs=3, batch_size=8, verbose=0)
     losses = history.history["loss"]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"num_key_value_heads": 1}])
+def test_chunked_per_head_mask_equals_dense(kwargs):
+    # A per-head (B, H, Tq, Tk) mask no longer forces the dense path.
+    plain = MultiHeadAttention(num_heads=3, key_dim=4, **kwargs)
+    chunked = MultiHeadAttention(num_heads=3, key_dim=4, chunk_size=2, **kwargs)
+    mask = ATTENTION_MASK[:, None].repeat(3, 1)
+    mask[:, 1] = ~mask[:, 1]  # the heads see different keys
+    expected = plain(QUERY, VALUE, attention_mask=mask)
+    chunked(QUERY, VALUE)
+    chunked.set_weights(plain.get_weights())
+    np.testing.assert_allclose(
+        chunked(QUERY, VALUE, attention_mask=mask), expected, atol=1e-5
+    )
+
+
+def test_chunked_cache_prefill_at_a_tensor_index_equals_dense():
+    plain = MultiHeadAttention(num_heads=2, key_dim=4)
+    chunked = MultiHeadAttention(num_heads=2, key_dim=4, chunk_size=3)
+    x = normal(2, 8, 6)
+    plain(x, x), chunked(x, x)
+    chunked.set_weights(plain.get_weights())
+    outputs = []
+    for layer in (plain, chunked):
+        cache = np.zeros((2, 2, 8, 2, 4), "float32")
+        _, cache = layer(
+            x[:, :3],
+            x[:, :3],
+            use_causal_mask=True,
+            cache=cache,
+            cache_update_index=0,
+        )
+        out, _ = layer(
+            x[:, 3:],
+            x[:, 3:],
+            use_causal_mask=True,
+            cache=cache,
+            cache_update_index=tf.constant(3),
+        )
+        outputs.append(np.asarray(out))
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+    np.testing.assert_allclose(
+        outputs[0], plain(x, x, use_causal_mask=True)[:, 3:], atol=1e-5
+    )

@@ -1,0 +1,118 @@
+"""Tests of the one `generate`: options, compilation, both models alike."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_attention.models import Seq2Seq
+from keras_attention.models import Transformer
+from keras_attention.models.generation import DecodingOptions
+
+SOURCE = np.array([[5, 6, 7, 8, 0, 0], [4, 9, 4, 9, 4, 9], [3, 0, 0, 0, 0, 0]])
+
+
+def seq2seq():
+    keras.utils.set_random_seed(0)
+    return Seq2Seq(12, 10, embedding_dim=6, units=5)
+
+
+def transformer():
+    keras.utils.set_random_seed(0)
+    return Transformer(
+        12, 10, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=16
+    )
+
+
+MODELS = {"seq2seq": seq2seq, "transformer": transformer}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    return MODELS[request.param]()
+
+
+def test_generate_equals_its_uncompiled_function(model):
+    for options in (
+        {},
+        {"method": "beam", "beam_width": 3},
+        {"method": "sample", "seed": 5, "top_p": 0.9},
+    ):
+        np.testing.assert_array_equal(
+            model.generate(SOURCE, 5, **options),
+            model.generate_function(SOURCE, 5, **options),
+        )
+
+
+def test_one_compiled_function_serves_every_batch_and_source_length(model):
+    model.generate(SOURCE, 4)
+    functions = dict(model._generate_functions)
+    for batch, length in ((1, 3), (5, 9), (2, 6)):
+        source = np.random.default_rng(batch).integers(3, 12, (batch, length))
+        assert model.generate(source, 4).shape == (batch, 4)
+    assert model._generate_functions == functions  # nothing new compiled
+
+
+def test_seeded_sampling_repeats_and_unseeded_sampling_varies(model):
+    first = np.asarray(model.generate(SOURCE, 6, method="sample", seed=3))
+    again = np.asarray(model.generate(SOURCE, 6, method="sample", seed=3))
+    np.testing.assert_array_equal(first, again)
+    draws = {
+        np.asarray(
+            model.generate(SOURCE, 6, method="sample", temperature=5.0)
+        ).tobytes()
+        for _ in range(6)
+    }
+    assert len(draws) > 1  # a new seed per call, not one frozen at tracing
+
+
+def test_coverage_penalty_works_for_both_models(model):
+    tokens = model.generate(
+        SOURCE, 6, method="beam", beam_width=3, coverage_penalty=0.5
+    )
+    assert tuple(tokens.shape) == (3, 6)
+
+
+def test_step_alignments_equal_teacher_forced_alignments(model):
+    # What `decoding_step` returns at each step (used by the coverage
+    # penalty) is the attention `return_attention` reports.
+    tokens, attention = model.generate(SOURCE, 4, return_attention=True)
+    state = model.decoding_state(keras.ops.convert_to_tensor(SOURCE), 4)
+    previous = np.ones((3,), "int32")
+    for index in range(4):
+        _, state, alignments = model.decoding_step(previous, state, index)
+        emitted = np.asarray(tokens)[:, index] > 0
+        np.testing.assert_allclose(
+            np.asarray(alignments)[emitted],
+            np.asarray(attention)[:, index][emitted],
+            atol=1e-5,
+        )
+        previous = np.asarray(tokens)[:, index]
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        ({"method": "nucleus"}, "method"),
+        ({"beam_width": 1.5}, "beam_width"),
+        ({"beam_width": 0}, "beam_width"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"length_penalty": -1.0}, "length_penalty"),
+        ({"coverage_penalty": float("nan")}, "coverage_penalty"),
+    ],
+)
+def test_bad_options_name_the_argument(options, name):
+    with pytest.raises(ValueError, match=name):
+        DecodingOptions(**options)
+
+
+@pytest.mark.parametrize("max_length", [0, -3, 2.5, "4", None])
+def test_bad_max_length_names_the_argument(model, max_length):
+    with pytest.raises(ValueError, match="max_length"):
+        model.generate(SOURCE, max_length)
+
+
+def test_unknown_option_is_a_type_error(model):
+    with pytest.raises(TypeError, match="beam_size"):
+        model.generate(SOURCE, 4, beam_size=3)
