@@ -22,6 +22,7 @@ and the output is `a / l`. The module has three parts:
 from keras import ops
 
 from keras_attention import ops as attention_ops
+from keras_attention import scores
 from keras_attention import utils
 from keras_attention.constants import mask_value
 
@@ -35,7 +36,7 @@ def _in_order(index, carry):
     iterations and keeps one block alive; other backends run loops in order
     anyway, and the dependency costs one scalar.
     """
-    first = ops.take(ops.reshape(carry, (-1,)), 0)
+    first = ops.sum(ops.reshape(carry, (-1,))[:1])  # 0 for an empty batch
     return index + ops.cast(ops.nan_to_num(first * 0.0), "int32")
 
 
@@ -64,9 +65,7 @@ def _unbroadcast(gradient, shape):
 
 def _dot_scores(query, chunk_key):
     """float32 `q kᵀ` of one key block: `(..., Tq, c)`."""
-    return ops.cast(
-        ops.matmul(query, ops.swapaxes(chunk_key, -1, -2)), "float32"
-    )
+    return ops.cast(scores.dot_logits(query, chunk_key), "float32")
 
 
 def _forward(query, keys, values, block_scores, block_mask, num_chunks):
@@ -81,11 +80,11 @@ def _forward(query, keys, values, block_scores, block_mask, num_chunks):
         maximum, total, accumulated = carry
         index = _in_order(index, total)
         mask = block_mask(index)
-        scores = ops.where(mask, block_scores(index), negative)
+        logits = ops.where(mask, block_scores(index), negative)
         new_maximum = ops.maximum(
-            maximum, ops.max(scores, axis=-1, keepdims=True)
+            maximum, ops.max(logits, axis=-1, keepdims=True)
         )  # (..., Tq, 1)
-        weights = ops.where(mask, ops.exp(scores - new_maximum), 0.0)
+        weights = ops.where(mask, ops.exp(logits - new_maximum), 0.0)
         correction = ops.exp(maximum - new_maximum)
         total = total * correction + ops.sum(weights, -1, keepdims=True)
         chunk_value = ops.take(values, index, axis=0)  # (..., c, Dv)
@@ -120,8 +119,8 @@ def _backward(query, keys, values, block_mask, output, log_total, upstream):
         index = _in_order(index, d_query)
         chunk_key = ops.take(keys, index, axis=0)  # (..., c, D)
         mask = block_mask(index)
-        scores = _dot_scores(query, chunk_key)
-        weights = ops.where(mask, ops.exp(scores - log_total), 0.0)
+        logits = _dot_scores(query, chunk_key)
+        weights = ops.where(mask, ops.exp(logits - log_total), 0.0)
         chunk_value = ops.cast(ops.take(values, index, 0), "float32")
         d_value = ops.matmul(ops.swapaxes(weights, -1, -2), d_output)
         d_weights = ops.matmul(d_output, ops.swapaxes(chunk_value, -1, -2))
@@ -222,9 +221,13 @@ def _attend_key_blocks(
     rank = len(query.shape)
     query_length, key_length = ops.shape(query)[-2], ops.shape(key)[-2]
     num_chunks = (key_length + chunk_size - 1) // chunk_size
+    query_mask, key_mask, attention_mask = masks
+    # NaN or inf at padded positions must not leak through 0 · NaN.
+    query = attention_ops.hide_unseen(query, query_mask, axis=-2)
+    key = attention_ops.hide_unseen(key, key_mask, axis=-2)
+    value = attention_ops.hide_unseen(value, key_mask, axis=-2)
     keys = _split_chunks(key, -2, num_chunks, chunk_size)  # (n, ..., c, D)
     values = _split_chunks(value, -2, num_chunks, chunk_size)
-    query_mask, key_mask, attention_mask = masks
     if key_mask is None:
         key_mask = ops.ones((1, key_length), "bool")
     # Padding keys of the last block are never seen: pad the mask with False.

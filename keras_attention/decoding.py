@@ -157,6 +157,12 @@ def filter_logits(logits, top_k=None, top_p=None):
     """
     logits = ops.cast(logits, "float32")
     if top_k is not None:
+        vocab = logits.shape[-1]
+        if vocab is not None and top_k > vocab:
+            raise ValueError(
+                "Invalid value for argument `top_k`: expected at most the "
+                f"vocabulary size {vocab}. Received: top_k={top_k}"
+            )
         kth = ops.top_k(logits, k=int(top_k))[0][:, -1:]  # (B, 1)
         logits = ops.where(logits < kth, mask_value(), logits)
     if top_p is not None:
@@ -215,14 +221,9 @@ def sample(
         Holtzman et al., 2020, "The Curious Case of Neural Text
         Degeneration" (top-p); Fan et al., 2018 (top-k).
     """
-    if temperature <= 0:
-        raise ValueError(
-            f"`temperature` must be positive. Received: {temperature=}"
-        )
-    if top_k is not None and int(top_k) <= 0:
-        raise ValueError(f"`top_k` must be positive. Received: {top_k=}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"`top_p` must be in (0, 1]. Received: {top_p=}")
+    utils.check_positive_number("temperature", temperature)
+    utils.check_positive_int("top_k", top_k, allow_none=True)
+    utils.check_number("top_p", top_p, 0, 1, allow_none=True)
     if seed is None:
         seed = random.randrange(1 << 31)
 

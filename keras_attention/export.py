@@ -16,7 +16,56 @@ translator.translate(tf.constant(["this cat is very large"]))
 
 import tensorflow as tf
 
+from keras_attention import utils
+from keras_attention.constants import UNK_ID
+from keras_attention.text import Tokenizer
+
 METHODS = ("greedy", "beam")
+
+
+def _check_arguments(model, source_tokenizer, target_tokenizer, **options):
+    """Raise before any tracing, naming the argument that cannot work."""
+    if not hasattr(model, "generate_function"):
+        raise TypeError(
+            "`model` must be a generating model (`Seq2Seq`, `Transformer`). "
+            f"Received: model of type {type(model).__name__}"
+        )
+    for name, tokenizer in (
+        ("source_tokenizer", source_tokenizer),
+        ("target_tokenizer", target_tokenizer),
+    ):
+        if not isinstance(tokenizer, Tokenizer):
+            raise TypeError(
+                f"`{name}` must be a `keras_attention.text.Tokenizer`. "
+                f"Received: {type(tokenizer).__name__}"
+            )
+    utils.check_choice("method", options["method"], METHODS)
+    utils.check_positive_int("max_length", options["max_length"])
+    utils.check_positive_int("beam_width", options["beam_width"])
+    utils.check_number(
+        "source_length",
+        options["source_length"],
+        1,
+        integer=True,
+        allow_none=True,
+    )
+    _check_vocabularies(model, source_tokenizer, target_tokenizer)
+
+
+def _check_vocabularies(model, source_tokenizer, target_tokenizer):
+    """Ids must stay inside both the model's and the tokenizers' tables."""
+    if source_tokenizer.vocabulary_size > model.source_vocab_size:
+        raise ValueError(
+            "`source_tokenizer` has more tokens than the model's source "
+            f"vocabulary. Received: {source_tokenizer.vocabulary_size} "
+            f"tokens, model source_vocab_size={model.source_vocab_size}"
+        )
+    if model.target_vocab_size > target_tokenizer.vocabulary_size:
+        raise ValueError(
+            "The model can emit ids that `target_tokenizer` does not have. "
+            f"Received: model target_vocab_size={model.target_vocab_size}, "
+            f"{target_tokenizer.vocabulary_size} target tokens"
+        )
 
 
 class Translator(tf.Module):
@@ -45,14 +94,15 @@ class Translator(tf.Module):
         beam_width=4,
     ):
         super().__init__()
-        if method not in METHODS:
-            raise ValueError(
-                f"`method` must be one of {METHODS}. Received: {method=}"
-            )
-        if max_length < 1:
-            raise ValueError(
-                f"`max_length` must be positive. Received: {max_length=}"
-            )
+        _check_arguments(
+            model,
+            source_tokenizer,
+            target_tokenizer,
+            max_length=max_length,
+            source_length=source_length,
+            method=method,
+            beam_width=beam_width,
+        )
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
@@ -76,8 +126,9 @@ class Translator(tf.Module):
             source, max_length=self.max_length, method=self.method, **kwargs
         )
         translation = self.target_tokenizer.detokenize(tokens)
-        # Nothing to translate gives nothing, whatever the model would say.
-        empty = tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
+        # Nothing to translate (no piece once normalised: empty, blank or
+        # only Unicode spaces) gives nothing, whatever the model would say.
+        empty = tf.logical_not(tf.reduce_any(source >= UNK_ID, axis=1))
         return {"translation": tf.where(empty, "", translation)}
 
 

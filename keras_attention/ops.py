@@ -98,12 +98,77 @@ def build_mask(
         if sliding_window is not None:
             band = ops.less(ops.abs(rows - cols), sliding_window)
             masks.append(_expand(band, rank, 2))
-    if not masks:
-        return None
-    mask = masks[0]
-    for other in masks[1:]:
-        mask = ops.logical_and(mask, other)
-    return mask
+    return and_masks(*masks)
+
+
+def seen_positions(query_mask=None, key_mask=None, attention_mask=None):
+    """Which queries see some key, and which keys some query sees.
+
+    A query or key outside these takes no part in any output, whatever it
+    holds: `hide_unseen` sets it to 0, so that NaN or inf stored at padded
+    positions never reaches a real output through `0 · NaN = NaN` (in the
+    weighted sum, or in a gradient).
+
+    Args:
+        query_mask: optional bool `(B, Tq)`.
+        key_mask: optional bool `(B, Tk)`.
+        attention_mask: optional bool `(..., Tq, Tk)` with the batch first
+            when its rank is above 2 (e.g. `(B, Tq, Tk)`, `(B, H, Tq, Tk)`).
+
+    Returns:
+        Tuple of bool `(B or 1, Tq)` and `(B or 1, Tk)`, each `None` when no
+        mask says anything about it.
+    """
+    queries, keys = query_mask, key_mask
+    if attention_mask is not None:
+        mask = ops.cast(attention_mask, "bool")
+        if len(mask.shape) == 2:
+            mask = ops.expand_dims(mask, 0)  # (1, Tq, Tk)
+        heads = tuple(range(1, len(mask.shape) - 2))
+        seen_queries = ops.any(mask, axis=heads + (len(mask.shape) - 1,))
+        seen_keys = ops.any(mask, axis=heads + (len(mask.shape) - 2,))
+        queries = _and(queries, seen_queries)
+        keys = _and(keys, seen_keys)
+    return queries, keys
+
+
+def _and(mask, other):
+    if mask is None:
+        return other
+    return ops.logical_and(ops.cast(mask, "bool"), other)
+
+
+def and_masks(*masks):
+    """The logical AND of the masks that are not `None` (or `None`)."""
+    result = None
+    for mask in masks:
+        if mask is not None:
+            result = _and(result, ops.cast(mask, "bool"))
+    return result
+
+
+def hide_unseen(x, seen, axis=1):
+    """Zero the positions of `x` where `seen` `(B, T)` is False.
+
+    Args:
+        x: tensor with the batch first and the `T` positions at `axis`,
+            e.g. `(B, T, d)` or, with `axis=-2`, `(B, H, T, D)`.
+        seen: bool `(B, T)` (or `(1, T)`), or `None` to return `x` as is.
+        axis: the position axis of `x`. Defaults to `1`.
+
+    Returns:
+        `x` with 0 at the unseen positions (and a zero gradient there).
+    """
+    if seen is None:
+        return x
+    seen = ops.cast(seen, "bool")
+    rank = len(x.shape)
+    axis = axis % rank
+    for _ in range(axis - 1):
+        seen = ops.expand_dims(seen, 1)
+    for _ in range(rank - axis - 1):
+        seen = ops.expand_dims(seen, -1)
+    return ops.where(seen, x, ops.zeros_like(x))
 
 
 def without_mask(x):

@@ -25,11 +25,26 @@ import math
 import keras
 from keras import ops
 
+from keras_attention import utils
+
 register = keras.saving.register_keras_serializable(package="keras_attention")
 
 
 def _transpose_last(x):
     return ops.swapaxes(x, -1, -2)
+
+
+def dot_logits(query, key):
+    """`q kᵀ` of `(..., Tq, D)` and `(..., Tk, D)`: logits `(..., Tq, Tk)`.
+
+    Computed in float32 when the inputs are float16: a dot product of
+    unnormalised features (e.g. values up to 255 over 16 dims) exceeds
+    float16's 65504 before any softmax could save it. Leading dims
+    broadcast; `kᵀ` is never materialised.
+    """
+    if keras.backend.standardize_dtype(query.dtype) == "float16":
+        query, key = ops.cast(query, "float32"), ops.cast(key, "float32")
+    return ops.einsum("...qd,...kd->...qk", query, key)
 
 
 class Score(keras.layers.Layer):
@@ -51,6 +66,22 @@ class Score(keras.layers.Layer):
 
     def compute_mask(self, query, key=None, mask=None):
         return None
+
+    def __call__(self, query, key, **kwargs):
+        # Every call, not only the first (which builds the weights).
+        self._check_shapes(query.shape, key.shape)
+        dims = (query.shape[-1], key.shape[-1])
+        built_dims = getattr(self, "_built_dims", None)
+        if self.weights and built_dims and None not in dims + built_dims:
+            if dims != built_dims:
+                raise ValueError(
+                    f"`{self.name}` was built for query and key sizes "
+                    f"{built_dims}. Received: query.shape="
+                    f"{tuple(query.shape)}, key.shape={tuple(key.shape)}"
+                )
+        outputs = super().__call__(query, key, **kwargs)
+        self._built_dims = built_dims or dims
+        return outputs
 
     def dot_product_scale(self, dim):
         """`c` if this score is `c · qᵀk` for queries of size `dim`, or `None`.
@@ -116,7 +147,7 @@ class Dot(Score):
         return 1.0
 
     def call(self, query, key):
-        return ops.matmul(query, _transpose_last(key))  # (..., Tq, Tk)
+        return dot_logits(query, key)  # (..., Tq, Tk)
 
 
 @register
@@ -150,8 +181,7 @@ class ScaledDot(Score):
 
     def __init__(self, scale=None, **kwargs):
         super().__init__(**kwargs)
-        if scale is not None and scale <= 0:
-            raise ValueError(f"`scale` must be positive. Received: {scale=}")
+        utils.check_positive_number("scale", scale, allow_none=True)
         self.scale = scale
 
     def dot_product_scale(self, dim):
@@ -160,7 +190,7 @@ class ScaledDot(Score):
     def call(self, query, key):
         scale = self.dot_product_scale(query.shape[-1])
         query = query * ops.cast(scale, query.dtype)  # O(T·D), not O(T²)
-        return ops.matmul(query, _transpose_last(key))  # (..., Tq, Tk)
+        return dot_logits(query, key)  # (..., Tq, Tk)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}
@@ -208,8 +238,10 @@ class General(Score):
         )
 
     def call(self, query, key):
-        projected = ops.matmul(query, self.kernel)  # (..., Tq, dk)
-        return ops.matmul(projected, _transpose_last(key))  # (..., Tq, Tk)
+        if keras.backend.standardize_dtype(query.dtype) == "float16":
+            query = ops.cast(query, "float32")  # see `dot_logits`
+        projected = ops.matmul(query, ops.cast(self.kernel, query.dtype))
+        return dot_logits(projected, key)  # (..., Tq, Tk)
 
     def get_config(self):
         return {
@@ -267,8 +299,8 @@ class Additive(Score):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if units is not None and units <= 0:
-            raise ValueError(f"`units` must be positive. Received: {units=}")
+        utils.check_positive_int("units", units, allow_none=True)
+        utils.check_choice("normalize", normalize, (True, False))
         self.units = units
         self.normalize = normalize
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -363,10 +395,9 @@ class Cosine(Score):
         self, learn_scale=True, initial_scale=10.0, epsilon=1e-6, **kwargs
     ):
         super().__init__(**kwargs)
-        if initial_scale <= 0:
-            raise ValueError(
-                f"`initial_scale` must be positive. Received: {initial_scale=}"
-            )
+        utils.check_positive_number("initial_scale", initial_scale)
+        utils.check_positive_number("epsilon", epsilon)
+        utils.check_choice("learn_scale", learn_scale, (True, False))
         self.learn_scale = learn_scale
         self.initial_scale = initial_scale
         self.epsilon = epsilon
@@ -448,14 +479,9 @@ class Distance(Score):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if kernel not in self.kernels:
-            raise ValueError(
-                f"`kernel` must be one of {self.kernels}. Received: {kernel=}"
-            )
-        if bandwidth <= 0:
-            raise ValueError(
-                f"`bandwidth` must be positive. Received: {bandwidth=}"
-            )
+        utils.check_choice("kernel", kernel, self.kernels)
+        utils.check_positive_number("bandwidth", bandwidth)
+        utils.check_positive_number("epsilon", epsilon)
         self.kernel = kernel
         self.bandwidth = bandwidth
         self.learn_bandwidth = learn_bandwidth
@@ -497,6 +523,14 @@ class Distance(Score):
         }
 
 
+def _check_key_length(length, max_length):
+    if length is not None and length > max_length:
+        raise ValueError(
+            "`Location` score got keys longer than `max_length`. "
+            f"Received: key length={length}, max_length={max_length}"
+        )
+
+
 @register
 class Location(Score):
     """Location-based score: `score(q, ·) = W_a q`, ignoring key content.
@@ -531,22 +565,14 @@ class Location(Score):
         self, max_length=None, kernel_initializer="glorot_uniform", **kwargs
     ):
         super().__init__(**kwargs)
-        if max_length is None or max_length <= 0:
-            raise ValueError(
-                f"`max_length` must be a positive int. Received: {max_length=}"
-            )
+        utils.check_positive_int("max_length", max_length)
         self.max_length = max_length
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, query_shape, key_shape=None):
         key_shape = query_shape if key_shape is None else key_shape
         self._check_shapes(query_shape, key_shape)
-        if key_shape[-2] is not None and key_shape[-2] > self.max_length:
-            raise ValueError(
-                "`Location` score got keys longer than `max_length`. "
-                f"Received: key length={key_shape[-2]}, "
-                f"max_length={self.max_length}"
-            )
+        _check_key_length(key_shape[-2], self.max_length)
         self.kernel = self.add_weight(
             name="kernel",
             shape=(query_shape[-1], self.max_length),
@@ -554,6 +580,7 @@ class Location(Score):
         )
 
     def call(self, query, key):
+        _check_key_length(key.shape[-2], self.max_length)
         scores = ops.matmul(query, self.kernel)  # (..., Tq, max_length)
         return scores[..., : ops.shape(key)[-2]]  # (..., Tq, Tk)
 

@@ -9,11 +9,14 @@ SavedModels (the translator of `keras_attention.export`).
 Reserved ids everywhere: pad 0, start 1, end 2, unknown 3.
 """
 
+import collections
+
 import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
 from keras_attention import constants
+from keras_attention import utils
 from keras_attention.constants import END_ID
 from keras_attention.constants import PAD_ID
 from keras_attention.constants import START_ID
@@ -21,6 +24,22 @@ from keras_attention.constants import UNK_ID
 
 RESERVED_TOKENS = list(constants.RESERVED_TOKENS)
 UNK = RESERVED_TOKENS[UNK_ID]
+
+
+def _as_string_batch(texts):
+    """`texts` as a `tf.string` `(N,)` tensor, or a clear error."""
+    if isinstance(texts, (str, bytes)):
+        raise ValueError(
+            "`texts` must be a batch of strings `(N,)`, e.g. a list. "
+            f"Received: one string {texts[:40]!r}"
+        )
+    texts = tf.convert_to_tensor(texts)
+    if texts.dtype != tf.string or texts.shape.rank != 1:
+        raise ValueError(
+            "Invalid argument `texts`: expected a batch of strings `(N,)`. "
+            f"Received: dtype={texts.dtype.name}, shape={tuple(texts.shape)}"
+        )
+    return texts
 
 
 def normalize(texts):
@@ -42,6 +61,23 @@ def normalize(texts):
     return tf_text.normalize_utf8(texts, "NFKC")
 
 
+def _check_texts(texts):
+    """`texts` as a list of Python strings, or a `TypeError` naming it."""
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(
+            "`texts` must be an iterable of strings, not one string (it "
+            f"would be read as characters). Received: texts={texts[:40]!r}"
+        )
+    texts = list(texts)
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(
+                "`texts` must hold Python strings. Received: an item of "
+                f"type {type(text).__name__}: {text!r:.40}"
+            )
+    return texts
+
+
 def build_vocabulary(texts, size, batch_size=1024):
     """Learn a WordPiece vocabulary from texts (offline, no download).
 
@@ -60,14 +96,11 @@ def build_vocabulary(texts, size, batch_size=1024):
         >>> len(vocab) <= 50, vocab.index("the") > 3
         (True, True)
     """
-    texts = list(texts)
+    texts = _check_texts(texts)
     if not texts:
         raise ValueError("`texts` is empty: nothing to learn a vocabulary from")
-    if size <= len(RESERVED_TOKENS):
-        raise ValueError(
-            f"`size` must be larger than the {len(RESERVED_TOKENS)} reserved "
-            f"tokens. Received: {size=}"
-        )
+    utils.check_number("size", size, len(RESERVED_TOKENS), integer=True)
+    utils.check_positive_int("batch_size", batch_size)
     dataset = tf.data.Dataset.from_tensor_slices(texts).batch(batch_size)
     dataset = dataset.map(normalize)
     vocabulary = bert_vocab_from_dataset.bert_vocab_from_dataset(
@@ -78,6 +111,24 @@ def build_vocabulary(texts, size, batch_size=1024):
         learn_params={},
     )
     return list(vocabulary)
+
+
+def _check_vocabulary(vocabulary):
+    """`vocabulary` as a list of distinct tokens after the reserved ones."""
+    vocabulary = _check_texts(vocabulary)
+    if vocabulary[: len(RESERVED_TOKENS)] != RESERVED_TOKENS:
+        raise ValueError(
+            f"`vocabulary` must start with {RESERVED_TOKENS}. "
+            f"Received: {vocabulary[:4]}"
+        )
+    counts = collections.Counter(vocabulary)
+    repeated = sorted(token for token, n in counts.items() if n > 1)
+    if repeated or "" in counts:
+        raise ValueError(
+            "`vocabulary` must hold distinct, non-empty tokens. Received: "
+            f"repeated or empty tokens {repeated[:5] or ['']}"
+        )
+    return vocabulary
 
 
 class Tokenizer(tf.Module):
@@ -108,12 +159,10 @@ class Tokenizer(tf.Module):
         if isinstance(vocabulary, str):
             with open(vocabulary, encoding="utf-8") as f:
                 vocabulary = [line.rstrip("\n") for line in f]
-        vocabulary = list(vocabulary)
-        if vocabulary[: len(RESERVED_TOKENS)] != RESERVED_TOKENS:
-            raise ValueError(
-                f"`vocabulary` must start with {RESERVED_TOKENS}. "
-                f"Received: {vocabulary[:4]}"
-            )
+        vocabulary = _check_vocabulary(vocabulary)
+        utils.check_number(
+            "max_length", max_length, 1, integer=True, allow_none=True
+        )
         self.vocabulary = vocabulary
         self.max_length = max_length
         self._wordpiece = tf_text.FastWordpieceTokenizer(
@@ -149,8 +198,8 @@ class Tokenizer(tf.Module):
         Returns:
             int32 `tf.RaggedTensor` `(N, None)`.
         """
-        texts = normalize(tf.convert_to_tensor(texts, tf.string))
-        pieces = self._wordpiece.tokenize(texts)  # (N, None)
+        texts = _as_string_batch(texts)
+        pieces = self._wordpiece.tokenize(normalize(texts))  # (N, None)
         batch = tf.shape(texts)[0]
         start = tf.fill([batch, 1], START_ID)
         end = tf.fill([batch, 1], END_ID)
@@ -169,15 +218,13 @@ class Tokenizer(tf.Module):
         Returns:
             int32 tensor `(N, L)`.
         """
+        utils.check_number(
+            "max_length", max_length, 1, integer=True, allow_none=True
+        )  # room for [START] and [END]
         max_length = max_length or self.max_length
         ids = self.tokenize(texts)
         if max_length is None:
             return ids.to_tensor(PAD_ID)
-        if max_length < 2:
-            raise ValueError(
-                "`max_length` must leave room for [START] and [END]. "
-                f"Received: {max_length=}"
-            )
         # Truncate the pieces, not the end marker.
         pieces = ids[:, 1:-1][:, : max_length - 2]
         batch = tf.shape(ids.row_lengths())[0]
@@ -206,6 +253,16 @@ class Tokenizer(tf.Module):
         if isinstance(ids, tf.RaggedTensor):
             ids = ids.to_tensor(PAD_ID)
         ids = tf.cast(tf.convert_to_tensor(ids), tf.int32)  # (N, L)
+        if ids.shape.rank != 2:
+            raise ValueError(
+                "Invalid shape for argument `ids`: expected (N, L). "
+                f"Received: ids.shape={tuple(ids.shape)}"
+            )
+        utils.check_token_ids("ids", ids, self.vocabulary_size)
+        # In a graph (an exported model) values are not known when traced:
+        # an id outside the vocabulary reads as [UNK], never out of range.
+        outside = tf.logical_or(ids < 0, ids >= self.vocabulary_size)
+        ids = tf.where(outside, UNK_ID, ids)
         # Keep what comes before the first [END].
         after_end = tf.cumsum(tf.cast(ids == END_ID, tf.int32), axis=1) > 0
         keep = tf.logical_and(~after_end, ids > UNK_ID)
@@ -215,4 +272,5 @@ class Tokenizer(tf.Module):
 
     def id_to_token(self, ids):
         """Ids to their token strings, e.g. for attention plot labels."""
+        utils.check_token_ids("ids", ids, self.vocabulary_size)
         return tf.gather(self._tokens, ids)

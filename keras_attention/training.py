@@ -99,6 +99,17 @@ def _restore(checkpoint_dir, strategy, max_to_keep, **objects):
     return manager
 
 
+def _seed_states(model):
+    """The model's random-seed states (dropout): variables, not weights.
+
+    A TensorFlow checkpoint of the model holds its weights only; without
+    these a resumed run would draw the dropout masks of its first epoch
+    again instead of continuing the random stream.
+    """
+    weights = {id(weight) for weight in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 def _per_example_loss(loss, targets, predictions):
     """Mean over the (unmasked) tokens of each example: `(B,)`."""
     # Unreduced loss: a `Loss` object's `call`, or a plain loss function.
@@ -172,9 +183,12 @@ def train(
     `sum(per-example loss) / global batch` (plus
     the model's regularization losses divided by the number of replicas), so
     the all-reduced gradient equals single-device training on the global
-    batch. With `checkpoint_dir`, model, optimizer and progress are saved
-    after every epoch and restored at start: a killed job re-run with the
-    same arguments continues from the last finished epoch.
+    batch. With `checkpoint_dir`, model, optimizer, the dropout seed states
+    and progress are saved after every epoch and restored at start: a
+    killed job re-run with the same arguments continues from the last
+    finished epoch and ends with the weights of an uninterrupted run (when
+    each epoch reads the same data: a dataset that reshuffles on every
+    iteration needs a seed per epoch for that).
 
     Args:
         model: a built or unbuilt Keras model.
@@ -211,6 +225,7 @@ def train(
         model=model,
         optimizer=optimizer,
         epoch=epoch,
+        seeds=_seed_states(model),
     )
     train_step = _train_step(model, optimizer, loss, strategy)
     history = {"loss": []}

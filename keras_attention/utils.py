@@ -8,49 +8,160 @@ Argument checks raise in keras's form: what was expected, then
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
+
+
+def _reject(name, value, expected):
+    raise ValueError(
+        f"Invalid value for argument `{name}`: expected {expected}. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def check_number(
+    name,
+    value,
+    low=None,
+    high=None,
+    integer=False,
+    allow_none=False,
+    include_low=False,
+    include_high=True,
+):
+    """Raise a `ValueError` naming `name` unless `value` is a finite number
+    in the interval from `low` to `high` (open or closed ends as asked).
+
+    Booleans, strings, NaN and infinities are never numbers here.
+    """
+    if value is None and allow_none:
+        return
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = ok and -float("inf") < value < float("inf")
+    if ok and low is not None:
+        ok = value >= low if include_low else value > low
+    if ok and high is not None:
+        ok = value <= high if include_high else value < high
+    if not ok:
+        left = "[" if include_low else "("
+        right = "]" if include_high and high is not None else ")"
+        interval = f"{left}{'-inf' if low is None else low}, "
+        interval += f"{'inf' if high is None else high}{right}"
+        expected = f"{'an integer' if integer else 'a number'} in {interval}"
+        if low == 0 and high is None and not include_low:
+            expected = f"a positive {'integer' if integer else 'number'}"
+        _reject(name, value, expected + (" or None" if allow_none else ""))
 
 
 def check_positive_int(name, value, allow_none=False):
     """Raise a `ValueError` unless `value` is an int `> 0` (or `None`)."""
-    if value is None and allow_none:
-        return
-    if (
-        not isinstance(value, numbers.Integral)
-        or isinstance(value, bool)
-        or value <= 0
-    ):
-        expected = "a positive integer" + (" or `None`" if allow_none else "")
-        raise ValueError(
-            f"`{name}` must be {expected}. Received: {name}={value!r}"
-        )
+    check_number(name, value, 0, integer=True, allow_none=allow_none)
 
 
 def check_positive_number(name, value, allow_none=False):
     """Raise a `ValueError` unless `value` is a finite number `> 0`."""
-    if value is None and allow_none:
-        return
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not 0 < value < float("inf")
-    ):
-        expected = "a positive number" + (" or `None`" if allow_none else "")
-        raise ValueError(
-            f"`{name}` must be {expected}. Received: {name}={value!r}"
-        )
+    check_number(name, value, 0, allow_none=allow_none)
 
 
 def check_rate(name, value):
     """Raise a `ValueError` unless `value` is a number in `[0, 1)`."""
-    if (
-        not isinstance(value, numbers.Real)
-        or isinstance(value, bool)
-        or not 0.0 <= value < 1.0
+    check_number(name, value, 0, 1, include_low=True, include_high=False)
+
+
+def check_choice(name, value, choices):
+    """Raise a `ValueError` unless `value` is one of `choices`."""
+    if not any(
+        value is c or (type(value) is type(c) and value == c) for c in choices
     ):
+        _reject(name, value, f"one of {tuple(choices)}")
+
+
+def check_shape(name, tensor, expected, broadcast=False):
+    """Raise a `ValueError` unless `tensor`'s shape matches `expected`.
+
+    `expected` is a tuple with `None` for "any size"; a dimension unknown in
+    the tensor (symbolic) passes. With `broadcast`, a size of 1 passes too,
+    and a tensor of lower rank is compared on its last dimensions.
+    `tensor=None` passes; a tuple or list is taken as a shape.
+    """
+    if tensor is None:
+        return
+    shape = tuple(tensor if isinstance(tensor, (tuple, list)) else tensor.shape)
+    rank_ok = (
+        len(shape) <= len(expected)
+        if broadcast
+        else (len(shape) == len(expected))
+    )
+    pairs = zip(shape[::-1], expected[::-1])
+    if rank_ok and all(
+        size is None
+        or want is None
+        or size == want
+        or (broadcast and size == 1)
+        for size, want in pairs
+    ):
+        return
+    shown = tuple("?" if want is None else want for want in expected)
+    raise ValueError(
+        f"Invalid shape for argument `{name}`: expected "
+        f"{'a shape broadcastable to ' if broadcast else ''}{shown}. "
+        f"Received: {name}.shape={shape}"
+    )
+
+
+def known_values(x):
+    """`x` as a NumPy array when its values are known now, else `None`.
+
+    Values are known eagerly (NumPy, eager tensors); inside a traced
+    function (`tf.function`, `jax.jit`) or for a symbolic `KerasTensor`
+    they are not, and checks of values are left to the eager calls.
+    """
+    if isinstance(x, (np.ndarray, list, tuple, numbers.Number)):
+        return np.asarray(x)
+    if isinstance(x, keras.KerasTensor):
+        return None
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except Exception:  # a symbolic tensor: values unknown while tracing
+        return None
+
+
+def check_token_ids(name, ids, vocab_size=None):
+    """Raise unless `ids` are integer token ids in `[0, vocab_size)`.
+
+    Checked when the values are known (eager calls, `generate`): a float id
+    (`1.7`) or a negative one would otherwise be cast or wrap silently, and
+    an id past the vocabulary fails deep in a gather.
+    """
+    values = known_values(ids)
+    if values is None or not values.size:
+        return  # traced: Keras casts a float input to the int32 `Input`
+    if values.dtype.kind in "fc":
+        # Whole numbers in a float array (`np.ones`) are ids; 1.7 is not.
+        whole = np.isfinite(values) & (values == np.round(values))
+        if not np.all(whole):
+            first = values[~whole].ravel()[0]
+            _reject(name, f"<ids such as {first}>", "integer token ids")
+    low, high = values.min(), values.max()
+    if low < 0 or (vocab_size is not None and high >= vocab_size):
+        bound = "" if vocab_size is None else f" < {vocab_size}"
         raise ValueError(
-            f"`{name}` must be a number in [0, 1). Received: {name}={value!r}"
+            f"Invalid value for argument `{name}`: expected token ids >= 0"
+            f"{bound} (the vocabulary size). Received: ids from {low} to "
+            f"{high}"
         )
+
+
+def dtype_policy(dtype=None):
+    """The `DTypePolicy` of `dtype`, or the global policy for `None`.
+
+    Models resolve it once when they are built and keep it in their config,
+    so that a model built under `mixed_float16` reloads as one.
+    """
+    if dtype is None:
+        return keras.config.dtype_policy()
+    return keras.dtype_policies.get(dtype)
 
 
 def pack_outputs(*outputs):

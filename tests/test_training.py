@@ -225,3 +225,33 @@ def test_train_errors_name_what_is_missing():
     compiled = fresh_model()
     with pytest.raises(ValueError, match="steps_per_epoch"):
         training.train(compiled, dataset().repeat())
+
+
+RESUME = os.path.join(ROOT, "tests", "scripts", "resume_worker.py")
+
+
+@pytest.mark.parametrize("mode", ["fit", "train"])
+def test_resume_after_sigkill_with_dropout_equals_uninterrupted(mode, tmp_path):
+    # 3 epochs of 4 steps, dropout 0.3: killed mid-epoch 2 (after epoch 1
+    # was saved), resumed in a new process, it must end where an
+    # uninterrupted run ends: the dropout seed state is saved too.
+    def run(out, *args):
+        return subprocess.run(
+            [sys.executable, RESUME, str(tmp_path / out), "--mode", mode,
+             *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    assert run("full.npz").returncode == 0
+    backup = str(tmp_path / "backup")
+    killed = run("never.npz", "--backup", backup, "--kill-at", "6")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "never.npz").exists()
+    resumed = run("resumed.npz", "--backup", backup)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    full, again = (
+        np.load(tmp_path / name) for name in ("full.npz", "resumed.npz")
+    )
+    assert_same_weights(
+        [full[k] for k in full.files], [again[k] for k in again.files]
+    )

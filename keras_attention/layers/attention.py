@@ -6,6 +6,49 @@ from keras import ops
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
+from keras_attention.layers.dropout import Dropout
+
+
+def check_call_shapes(
+    query, value, key, attention_mask=None, key_length=None, **masks
+):
+    """Raise a `ValueError` naming the call argument whose shape is wrong.
+
+    Checks what is known when the call is traced: the batch and length of
+    `value`/`key` against `query`, `(B, Tq)` / `(B, Tk)` padding masks and
+    an `attention_mask` broadcastable to `(B, ..., Tq, Tk)` (`Tk` is
+    `key_length` when given, e.g. the length of a key/value cache).
+    """
+    batch, query_length = query.shape[0], query.shape[1]
+    key_length = value.shape[1]
+    utils.check_shape(
+        "value", value, (batch,) + (None,) * (len(value.shape) - 1)
+    )
+    utils.check_shape(
+        "key", key, (batch, key_length) + (None,) * (len(key.shape) - 2)
+    )
+    for name, mask in masks.items():  # query_mask, value_mask, key_mask
+        length = query_length if name == "query_mask" else key_length
+        utils.check_shape(name, mask, (batch, length))
+    heads = (None,) * max(len(getattr(attention_mask, "shape", ())) - 3, 0)
+    utils.check_shape(
+        "attention_mask",
+        attention_mask,
+        (batch, *heads, query_length, key_length),
+        broadcast=True,
+    )
+
+
+def hide_unseen_inputs(query, key, value, query_mask, key_mask, attention_mask):
+    """Zero the queries and keys/values that take no part in any output."""
+    seen_queries, seen_keys = attention_ops.seen_positions(
+        query_mask, key_mask, attention_mask
+    )
+    return (
+        attention_ops.hide_unseen(query, seen_queries),
+        attention_ops.hide_unseen(key, seen_keys),
+        attention_ops.hide_unseen(value, seen_keys),
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -59,15 +102,13 @@ class Attention(keras.layers.Layer):
     ):
         super().__init__(**kw)
         utils.check_rate("dropout", dropout)
-        if temperature <= 0:
-            raise ValueError(
-                f"`temperature` must be positive. Received: {temperature=}"
-            )
+        utils.check_positive_number("temperature", temperature)
+        utils.check_number("seed", seed, integer=True, allow_none=True)
         self.score = scores.get(score)
         self.dropout = dropout
         self.temperature = temperature
         self.seed = seed
-        self.dropout_layer = keras.layers.Dropout(dropout, seed=seed)
+        self.dropout_layer = Dropout(dropout, seed=seed)
         self.supports_masking = True
 
     def build(self, query_shape, value_shape, key_shape=None):
@@ -89,6 +130,7 @@ class Attention(keras.layers.Layer):
             )
         if not self.score.built:
             self.score.build(query_shape, key_shape)
+        self._input_dims = (query_shape[-1], key_shape[-1])
         self.built = True
 
     def call(
@@ -105,7 +147,24 @@ class Attention(keras.layers.Layer):
         training=None,
     ):
         key = value if key is None else key
-        key_mask = value_mask if key_mask is None else key_mask
+        query, value, key = (  # integer inputs too, as keras layers do
+            ops.cast(x, self.compute_dtype) for x in (query, value, key)
+        )
+        check_call_shapes(
+            query,
+            value,
+            key,
+            attention_mask,
+            query_mask=query_mask,
+            value_mask=value_mask,
+            key_mask=key_mask,
+        )
+        key_mask = attention_ops.and_masks(value_mask, key_mask)
+        utils.check_shape("query", query, (None, None, self._input_dims[0]))
+        utils.check_shape("key", key, (None, None, self._input_dims[1]))
+        query, key, value = hide_unseen_inputs(
+            query, key, value, query_mask, key_mask, attention_mask
+        )
         mask = attention_ops.build_mask(
             ops.shape(query)[1],
             ops.shape(key)[1],

@@ -10,6 +10,9 @@ from keras_attention import chunked
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
+from keras_attention.layers.attention import check_call_shapes
+from keras_attention.layers.attention import hide_unseen_inputs
+from keras_attention.layers.dropout import Dropout
 
 
 def _projection(free_dims, bound_dims, output_dims):
@@ -21,11 +24,19 @@ def _projection(free_dims, bound_dims, output_dims):
     return f"{free}{bound},{bound}{out}->{free}{out}", out
 
 
-def _as_tuple(x):
-    """An int or a sequence as a tuple; `None` stays `None`."""
+def _as_tuple(name, x):
+    """An int or a sequence of ints as a tuple; `None` stays `None`."""
     if x is None:
         return None
-    return (x,) if isinstance(x, int) else tuple(x)
+    x = (x,) if isinstance(x, int) else x
+    if not isinstance(x, (tuple, list)) or not all(
+        isinstance(i, int) for i in x
+    ):
+        raise ValueError(
+            f"Invalid `{name}`: expected an int or a tuple/list of ints. "
+            f"Received: {name}={x!r}"
+        )
+    return tuple(x)
 
 
 def _check_arguments(
@@ -213,9 +224,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self._value_dim = value_dim or key_dim
         self._dropout = dropout
         self._use_bias = use_bias
-        self._output_shape = _as_tuple(output_shape) or None
-        self._attention_axes = _as_tuple(attention_axes)
-        self.sliding_window = sliding_window
+        self._output_shape = _as_tuple("output_shape", output_shape) or None
+        self._attention_axes = _as_tuple("attention_axes", attention_axes)
+        self._sliding_window = sliding_window
         self.flash_attention = flash_attention
         self._initializers = (
             keras.initializers.get(kernel_initializer),
@@ -235,11 +246,12 @@ class MultiHeadAttention(keras.layers.Layer):
         self.num_key_value_heads = num_key_value_heads or num_heads
         self.rotary_max_wavelength = rotary_max_wavelength
         self.chunk_size = chunk_size
-        self._dropout_layer = keras.layers.Dropout(
+        self._dropout_layer = Dropout(
             dropout, seed=seed, dtype=self.dtype_policy
         )
 
     num_heads = property(lambda self: self._num_heads)
+    sliding_window = property(lambda self: self._sliding_window)
     key_dim = property(lambda self: self._key_dim)
     value_dim = property(lambda self: self._value_dim)
     dropout = property(lambda self: self._dropout)
@@ -419,6 +431,26 @@ class MultiHeadAttention(keras.layers.Layer):
             x, ops.expand_dims(positions, -1), self.rotary_max_wavelength
         )
 
+    def _check_cache(self, query, cache, index):
+        """Raise a `ValueError` for a cache or index that cannot be used."""
+        if cache is None:
+            if index is not None:
+                raise ValueError(
+                    "`cache_update_index` needs a `cache`. Received: "
+                    f"cache=None, cache_update_index={index}"
+                )
+            return
+        expected = (query.shape[0], 2, None, self.num_key_value_heads)
+        utils.check_shape("cache", cache, expected + (self._key_dim,))
+        if isinstance(index, int) and not isinstance(index, bool):
+            length, new = cache.shape[2], query.shape[1]
+            if index < 0 or None not in (length, new) and index + new > length:
+                raise ValueError(
+                    "Invalid value for argument `cache_update_index`: the "
+                    f"{new} new token(s) must fit in the cache of length "
+                    f"{length}. Received: cache_update_index={index}"
+                )
+
     def _check_cacheable(self):
         if self._key_dim != self._value_dim:
             raise ValueError(
@@ -515,8 +547,7 @@ class MultiHeadAttention(keras.layers.Layer):
             if mask is not None:
                 mask = ops.squeeze(mask, 2)  # (B', 1 or H, Tq or 1, Tk)
         if score is None:
-            # q kᵀ without materialising kᵀ (a transposed matmul).
-            scores_ = ops.einsum("...qd,...kd->...qk", q, k)
+            scores_ = scores.dot_logits(q, k)
         else:
             scores_ = score(q, k)  # (B', H_kv, G, Tq, Tk)
         return attention_ops.attend(scores_, v, mask, dropout, training)
@@ -578,19 +609,31 @@ class MultiHeadAttention(keras.layers.Layer):
         cache_update_index=None,
     ):
         key = value if key is None else key
-        if cache is None and cache_update_index is not None:
-            raise ValueError(
-                "`cache_update_index` needs a `cache`. Received: cache=None, "
-                f"cache_update_index={cache_update_index}"
+        self._check_cache(query, cache, cache_update_index)
+        if len(query.shape) == 3:
+            check_call_shapes(
+                query,
+                value,
+                key,
+                attention_mask,
+                key_length=None if cache is None else cache.shape[2],
+                query_mask=query_mask,
+                value_mask=value_mask,
+                key_mask=key_mask,
             )
-        if value_mask is not None and key_mask is not None:
-            key_mask = ops.logical_and(
-                ops.cast(value_mask, "bool"), ops.cast(key_mask, "bool")
-            )
-        key_mask = value_mask if key_mask is None else key_mask
-        if query_mask is not None or key_mask is not None:
-            query, value, key = map(
-                attention_ops.without_mask, (query, value, key)
+        key_mask = attention_ops.and_masks(value_mask, key_mask)
+        query, value, key = (  # integer inputs too; no Keras mask rides on
+            attention_ops.without_mask(ops.cast(x, self.compute_dtype))
+            for x in (query, value, key)
+        )
+        if len(query.shape) == 3:
+            query, key, value = hide_unseen_inputs(
+                query,
+                key,
+                value,
+                query_mask,
+                None if cache is not None else key_mask,
+                None if cache is not None else attention_mask,
             )
 
         # 1. Project: (B, *S, d) -> (B, *S, h, D), keras's layout.
@@ -598,6 +641,13 @@ class MultiHeadAttention(keras.layers.Layer):
             query, key, value, cache, cache_update_index
         )
         # 2. The masks, in the heads layout.
+        if cache_update_index is not None:  # never the unwritten cache end
+            written = ops.arange(ops.shape(projected_key)[1]) < (
+                cache_update_index + ops.shape(query)[1]
+            )
+            key_mask = attention_ops.and_masks(
+                key_mask, ops.expand_dims(written, 0)
+            )
         masks = self._masks(
             query_mask, key_mask, attention_mask, projected_query, projected_key
         )
@@ -627,6 +677,14 @@ class MultiHeadAttention(keras.layers.Layer):
         return utils.pack_outputs(output, weights, cache)
 
     def compute_output_shape(self, query_shape, value_shape, key_shape=None):
+        key_shape = value_shape if key_shape is None else key_shape
+        if tuple(value_shape[1:-1]) != tuple(key_shape[1:-1]):
+            raise ValueError(
+                "All dimensions of `value` and `key`, except the last one, "
+                f"must be equal. Received: value_shape={tuple(value_shape)} "
+                f"and key_shape={tuple(key_shape)}"
+            )
+        query_shape = tuple(query_shape)
         if self._output_shape:
             return tuple(query_shape[:-1]) + self._output_shape
         return tuple(query_shape)

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_attention import ops as attention_ops
+from keras_attention import utils
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -40,11 +41,7 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
 
     def __init__(self, max_wavelength=10000, **kwargs):
         super().__init__(**kwargs)
-        if max_wavelength <= 0:
-            raise ValueError(
-                "`max_wavelength` must be positive. "
-                f"Received: {max_wavelength=}"
-            )
+        utils.check_positive_number("max_wavelength", max_wavelength)
         self.max_wavelength = max_wavelength
         self.built = True
 
@@ -68,11 +65,21 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         return {**super().get_config(), "max_wavelength": self.max_wavelength}
 
 
-def _check_length(length, max_length):
-    if isinstance(length, int) and length > max_length:
+def _check_length(length, max_length, start_index=0):
+    """Raise unless positions `start_index .. start_index + length - 1` are
+    below `max_length` (where both are known when the call is traced)."""
+    if not isinstance(start_index, int):
+        start_index = 0  # a tensor (decoding): only the length is known
+    if start_index < 0:
+        raise ValueError(
+            "Invalid value for argument `start_index`: expected a position "
+            f">= 0. Received: start_index={start_index}"
+        )
+    if isinstance(length, int) and start_index + length > max_length:
         raise ValueError(
             "The sequence is longer than `max_length`. Received: sequence "
-            f"length={length}, max_length={max_length}"
+            f"length={length}, start_index={start_index}, "
+            f"max_length={max_length}"
         )
 
 
@@ -104,10 +111,7 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
 
     def __init__(self, max_length, initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(max_length, int) or max_length <= 0:
-            raise ValueError(
-                f"`max_length` must be a positive int. Received: {max_length=}"
-            )
+        utils.check_positive_int("max_length", max_length)
         self.max_length = max_length
         self.initializer = keras.initializers.get(initializer)
 
@@ -121,9 +125,10 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
 
     def call(self, inputs, start_index=0):
         shape = ops.shape(inputs)
-        _check_length(shape[-2], self.max_length)
+        _check_length(shape[-2], self.max_length, start_index)
+        embeddings = ops.convert_to_tensor(self.embeddings)  # not a Variable
         rows = ops.slice(
-            self.embeddings, (start_index, 0), (shape[-2], shape[-1])
+            embeddings, (start_index, 0), (shape[-2], shape[-1])
         )  # (T, d)
         return ops.broadcast_to(ops.cast(rows, self.compute_dtype), shape)
 
@@ -193,11 +198,11 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if positional not in self.positionals:
-            raise ValueError(
-                f"`positional` must be one of {self.positionals}. "
-                f"Received: {positional=}"
-            )
+        utils.check_positive_int("vocab_size", vocab_size)
+        utils.check_positive_int("embedding_dim", embedding_dim)
+        utils.check_positive_int("max_length", max_length, allow_none=True)
+        utils.check_positive_number("max_wavelength", max_wavelength)
+        utils.check_choice("positional", positional, self.positionals)
         if positional == "learned" and max_length is None:
             raise ValueError(
                 '`positional="learned"` needs `max_length`. '
@@ -243,6 +248,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             )
 
     def call(self, inputs, start_index=0):
+        utils.check_token_ids("inputs", inputs, self.vocab_size)
         embeddings = self.token_embedding(inputs)  # (B, T, d)
         if self.scale_embeddings:
             scale = math.sqrt(self.embedding_dim)
@@ -308,10 +314,16 @@ class RotaryEmbedding(keras.layers.Layer):
 
     def __init__(self, max_wavelength=10000, **kwargs):
         super().__init__(**kwargs)
+        utils.check_positive_number("max_wavelength", max_wavelength)
         self.max_wavelength = max_wavelength
         self.built = True
 
     def call(self, inputs, start_index=0):
+        if len(inputs.shape) not in (3, 4):
+            raise ValueError(
+                "`RotaryEmbedding` expects inputs (B, T, D) or (B, T, H, D). "
+                f"Received: inputs.shape={tuple(inputs.shape)}"
+            )
         positions = ops.arange(ops.shape(inputs)[1]) + start_index  # (T,)
         for _ in range(len(inputs.shape) - 3):
             positions = positions[:, None]  # (T, 1) for (B, T, H, D)

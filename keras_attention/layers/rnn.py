@@ -25,6 +25,12 @@ def _serialize(layer):
     return config
 
 
+def _check_memory(memory, memory_mask, batch):
+    """Raise a `ValueError` naming `memory` or `memory_mask` if misshapen."""
+    utils.check_shape("memory", memory, (batch, None, None))
+    utils.check_shape("memory_mask", memory_mask, (batch, memory.shape[1]))
+
+
 class AttentionMechanism(keras.layers.Layer):
     """Base class: one query `(B, dq)` attends over a memory `(B, S, d)`.
 
@@ -64,6 +70,9 @@ class AttentionMechanism(keras.layers.Layer):
         return attention_ops.attend(scores_, memory, mask)
 
     def call(self, query, memory, memory_mask=None, keys=None):
+        utils.check_shape("query", query, (None, None))
+        _check_memory(memory, memory_mask, query.shape[0])
+        memory = attention_ops.hide_unseen(memory, memory_mask)
         keys = self.project_memory(memory) if keys is None else keys
         context, alignments = self.attend(
             query[:, None, :], memory, keys, memory_mask
@@ -115,6 +124,7 @@ class BahdanauAttention(AttentionMechanism):
 
     def __init__(self, units, normalize=False, **kwargs):
         super().__init__(**kwargs)
+        utils.check_positive_int("units", units)
         self.units = units
         self.normalize = normalize
         self.score = scores.Additive(
@@ -183,11 +193,9 @@ class LuongAttention(AttentionMechanism):
         self, units=None, score="general", scale=False, max_length=None, **kw
     ):
         super().__init__(**kw)
-        if score not in self.score_names:
-            raise ValueError(
-                f"`score` must be one of {self.score_names}. "
-                f"Received: score={score!r}"
-            )
+        utils.check_choice("score", score, self.score_names)
+        utils.check_positive_int("units", units, allow_none=True)
+        utils.check_choice("scale", scale, (True, False))
         self.units = units
         self.score_name = score
         self.scale = scale
@@ -355,8 +363,17 @@ class AttentionDecoder(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if units is None or units <= 0:
-            raise ValueError(f"`units` must be positive. Received: {units=}")
+        utils.check_positive_int("units", units)
+        utils.check_positive_int(
+            "attention_layer_size", attention_layer_size, allow_none=True
+        )
+        for name, value in (
+            ("input_feeding", input_feeding),
+            ("return_sequences", return_sequences),
+            ("return_alignments", return_alignments),
+            ("return_state", return_state),
+        ):
+            utils.check_choice(name, value, (True, False))
         self.units = units
         self.attention = get_mechanism(attention, units, self.dtype_policy)
         self.cell = get_cell(cell, units, self.dtype_policy)
@@ -467,6 +484,9 @@ class AttentionDecoder(keras.layers.Layer):
         initial_state=None,
         training=None,
     ):
+        utils.check_shape("inputs", inputs, (memory.shape[0], None, None))
+        _check_memory(memory, memory_mask, inputs.shape[0])
+        memory = attention_ops.hide_unseen(memory, memory_mask)  # no NaN leak
         state = self.get_initial_state(ops.shape(inputs)[0], initial_state)
         keys = self.project_memory(memory)  # once per source, not per step
         steps = ops.swapaxes(inputs, 0, 1)  # (T, B, e): cheap to index

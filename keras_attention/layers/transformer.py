@@ -4,6 +4,7 @@ import keras
 
 from keras_attention import scores
 from keras_attention import utils
+from keras_attention.layers.dropout import Dropout
 from keras_attention.layers.multi_head import MultiHeadAttention
 
 
@@ -39,6 +40,7 @@ class FeedForward(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        utils.check_positive_int("intermediate_dim", intermediate_dim)
         utils.check_rate("dropout", dropout)
         self.intermediate_dim = intermediate_dim
         self.activation = keras.activations.get(activation)
@@ -56,9 +58,7 @@ class FeedForward(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
         self.intermediate.build(inputs_shape)
-        self.dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
-        )
+        self.dropout_layer = Dropout(self.dropout, dtype=self.dtype_policy)
         self.output_dense = keras.layers.Dense(
             inputs_shape[-1],
             kernel_initializer=init.__class__.from_config(init.get_config()),
@@ -90,6 +90,41 @@ class FeedForward(keras.layers.Layer):
         }
 
 
+def _check_block_arguments(
+    num_heads,
+    intermediate_dim,
+    dropout,
+    norm_first,
+    layer_norm_epsilon,
+    key_dim,
+    num_key_value_heads,
+    rotary_max_wavelength,
+    chunk_size,
+):
+    """Raise a `ValueError` naming the first bad block argument (at
+    construction, not when the attention is built)."""
+    utils.check_positive_int("num_heads", num_heads)
+    utils.check_positive_int("intermediate_dim", intermediate_dim)
+    utils.check_rate("dropout", dropout)
+    utils.check_choice("norm_first", norm_first, (True, False))
+    utils.check_positive_number("layer_norm_epsilon", layer_norm_epsilon)
+    for name, value in (
+        ("key_dim", key_dim),
+        ("num_key_value_heads", num_key_value_heads),
+        ("chunk_size", chunk_size),
+    ):
+        utils.check_positive_int(name, value, allow_none=True)
+    utils.check_positive_number(
+        "rotary_max_wavelength", rotary_max_wavelength, allow_none=True
+    )
+    if num_key_value_heads and num_heads % num_key_value_heads:
+        raise ValueError(
+            "`num_heads` must be a multiple of `num_key_value_heads`. "
+            f"Received: num_heads={num_heads}, "
+            f"num_key_value_heads={num_key_value_heads}"
+        )
+
+
 class _Block(keras.layers.Layer):
     """What encoder and decoder blocks share: arguments, residual, FFN.
 
@@ -115,7 +150,17 @@ class _Block(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        utils.check_rate("dropout", dropout)
+        _check_block_arguments(
+            num_heads,
+            intermediate_dim,
+            dropout,
+            norm_first,
+            layer_norm_epsilon,
+            key_dim,
+            num_key_value_heads,
+            rotary_max_wavelength,
+            chunk_size,
+        )
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
         self.dropout = dropout
@@ -169,9 +214,7 @@ class _Block(keras.layers.Layer):
         )
         self.feed_forward.build(inputs_shape)
         self.feed_forward_norm = self._norm(inputs_shape, "feed_forward_norm")
-        self.dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy
-        )
+        self.dropout_layer = Dropout(self.dropout, dtype=self.dtype_policy)
 
     def _residual(self, x, sublayer, norm, training):
         """Apply `sublayer` with a residual connection and a layer norm.
@@ -185,6 +228,18 @@ class _Block(keras.layers.Layer):
             result, *extra = result
         x = x + self.dropout_layer(result, training=training)
         return (x if self.norm_first else norm(x)), tuple(extra)
+
+    def _check_call(self, inputs, mask, memory=None, memory_mask=None):
+        """Raise a `ValueError` naming a call argument of the wrong shape."""
+        batch, length = inputs.shape[0], inputs.shape[1]
+        width = self.feed_forward_norm.gamma.shape[-1]  # built on inputs
+        utils.check_shape("inputs", inputs, (None, None, width))
+        utils.check_shape("mask", mask, (batch, length))
+        if memory is not None:
+            utils.check_shape("encoder_outputs", memory, (batch, None, None))
+            utils.check_shape(
+                "encoder_outputs_mask", memory_mask, (batch, memory.shape[1])
+            )
 
     def _feed_forward(self, x, training):
         return self._residual(
@@ -265,6 +320,7 @@ class TransformerEncoderBlock(_Block):
     """
 
     def build(self, inputs_shape):
+        utils.check_shape("inputs", inputs_shape, (None, None, None))
         self.self_attention = self._attention(
             inputs_shape[-1], "self_attention"
         )
@@ -283,6 +339,7 @@ class TransformerEncoderBlock(_Block):
         return_attention_scores=False,
         training=None,
     ):
+        self._check_call(inputs, mask)
         x, extra = self._residual(
             inputs,
             lambda h: self.self_attention(
@@ -363,6 +420,10 @@ class TransformerDecoderBlock(_Block):
     """
 
     def build(self, inputs_shape, encoder_outputs_shape=None):
+        utils.check_shape("inputs", inputs_shape, (None, None, None))
+        utils.check_shape(
+            "encoder_outputs", encoder_outputs_shape, (None, None, None)
+        )
         self.self_attention = self._attention(
             inputs_shape[-1], "self_attention"
         )
@@ -395,6 +456,7 @@ class TransformerDecoderBlock(_Block):
         training=None,
     ):
         self._check_encoder_outputs(encoder_outputs)
+        self._check_call(inputs, mask, encoder_outputs, encoder_outputs_mask)
         x, extra = self._residual(
             inputs,
             lambda h: self.self_attention(
@@ -534,6 +596,7 @@ class TransformerEncoder(keras.layers.Layer):
             if key in kwargs
         }
         super().__init__(**base)
+        utils.check_positive_int("num_layers", num_layers)
         self.num_layers = num_layers
         self.blocks = [
             self.block_class(

@@ -17,7 +17,6 @@ options.
 """
 
 import dataclasses
-import numbers
 import random
 
 import keras
@@ -31,20 +30,6 @@ from keras_attention.constants import START_ID
 from keras_attention.constants import mask_value
 
 METHODS = ("greedy", "beam", "sample")
-
-
-def _check_number(name, value, low, high=None, low_open=True):
-    """Raise unless `low < value` (or `<=`) and `value <= high`."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if ok:
-        ok = value > low if low_open else value >= low
-        ok = ok and (high is None or value <= high)
-    if not ok:
-        bounds = f"{'(' if low_open else '['}{low}, {high or 'inf'}"
-        bounds += "]" if high is not None else ")"
-        raise ValueError(
-            f"`{name}` must be a number in {bounds}. Received: {name}={value!r}"
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,20 +56,13 @@ class DecodingOptions:
     top_p: float = None
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(
-                f"`method` must be one of {METHODS}. "
-                f"Received: method={self.method!r}"
-            )
+        utils.check_choice("method", self.method, METHODS)
         utils.check_positive_int("beam_width", self.beam_width)
-        _check_number("length_penalty", self.length_penalty, 0, low_open=False)
-        _check_number(
-            "coverage_penalty", self.coverage_penalty, 0, low_open=False
-        )
-        _check_number("temperature", self.temperature, 0)
+        for name in ("length_penalty", "coverage_penalty"):
+            utils.check_number(name, getattr(self, name), 0, include_low=True)
+        utils.check_positive_number("temperature", self.temperature)
         utils.check_positive_int("top_k", self.top_k, allow_none=True)
-        if self.top_p is not None:
-            _check_number("top_p", self.top_p, 0, 1)
+        utils.check_number("top_p", self.top_p, 0, 1, allow_none=True)
 
     def decode(self, step_fn, state, start_ids, max_length, seed):
         """Run the decoding loop of `method`; returns int32 `(B, L)`."""
@@ -106,6 +84,26 @@ class DecodingOptions:
             coverage_penalty=self.coverage_penalty,
         )
         return tokens
+
+
+def check_inputs(inputs, **vocab_sizes):
+    """Raise unless each named input is `(B, T)` token ids of its vocabulary.
+
+    Args:
+        inputs: a dict of the model's inputs.
+        **vocab_sizes: the vocabulary size of each input to check, e.g.
+            `source=100`.
+    """
+    if not isinstance(inputs, dict) or not set(vocab_sizes) <= set(inputs):
+        raise ValueError(
+            f"The model takes a dict with the keys {sorted(vocab_sizes)}. "
+            f"Received: {type(inputs).__name__} "
+            f"{sorted(inputs) if isinstance(inputs, dict) else ''}"
+        )
+    for name, vocab_size in vocab_sizes.items():
+        ids = inputs[name]
+        utils.check_shape(name, ops.convert_to_tensor(ids), (None, None))
+        utils.check_token_ids(name, ids, vocab_size)
 
 
 def never_reserved(logits):
@@ -166,11 +164,13 @@ class Generator:
     the module docstring). `_keep(config, parts)` stores what the
     constructor built: the hyper-parameters (returned by `get_config`, and
     set as attributes), the named parts, and the `encoder` / `decoder`
-    sub-models from the model's `_sub_models()`.
+    sub-models from the model's `_sub_models()`; the dtype policy the parts
+    were built with is kept in the config too.
     """
 
-    def _keep(self, config, parts):
+    def _keep(self, config, parts, dtype):
         self._config = config
+        self._built_dtype = dtype
         for name, value in config.items():
             setattr(self, name, value)
         self._parts = parts
@@ -180,7 +180,20 @@ class Generator:
         self.encoder, self.decoder = self._sub_models()
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self._config}
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self._built_dtype),
+            **self._config,
+        }
+
+    def call(self, inputs, training=None, mask=None):
+        check_inputs(
+            inputs,
+            source=self.source_vocab_size,
+            target_in=self.target_vocab_size,
+        )
+        return super().call(inputs, training=training, mask=mask)
 
     @classmethod
     def from_config(cls, config):
@@ -196,6 +209,7 @@ class Generator:
         """
         options = DecodingOptions(**options)
         utils.check_positive_int("max_length", max_length)
+        check_inputs({"source": source}, source=self.source_vocab_size)
         source = ops.cast(source, "int32")
         state = self.decoding_state(source, max_length)
 
@@ -245,6 +259,8 @@ class Generator:
         """
         options = DecodingOptions(**options)
         utils.check_positive_int("max_length", max_length)
+        check_inputs({"source": source}, source=self.source_vocab_size)
+        utils.check_number("seed", seed, integer=True, allow_none=True)
         key = (int(max_length), options, bool(return_attention))
         functions = self.__dict__.setdefault("_generate_functions", {})
         if key not in functions:

@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
+from keras_attention import utils
 from keras_attention.constants import PAD_ID
+from keras_attention.layers.dropout import Dropout
 from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.rnn import AttentionDecoder
 from keras_attention.layers.rnn import get_mechanism
@@ -80,7 +82,7 @@ class _Seq2SeqParts:
             dtype=dtype,
         )
         # === Head ===
-        self.dropout = keras.layers.Dropout(config["dropout"], name="dropout")
+        self.dropout = Dropout(config["dropout"], name="dropout", dtype=dtype)
         self.logits = keras.layers.Dense(
             config["target_vocab_size"], name="logits", dtype=dtype
         )
@@ -115,13 +117,20 @@ class _Seq2SeqParts:
         return self.logits(self.dropout(outputs)), alignments
 
 
-def _check_arguments(cell, num_layers):
-    if cell not in ("gru", "lstm"):
-        raise ValueError(
-            f"`cell` must be 'gru' or 'lstm'. Received: cell={cell!r}"
-        )
-    if num_layers < 1:
-        raise ValueError(f"`num_layers` must be >= 1. Received: {num_layers=}")
+def _check_arguments(config):
+    """Raise a `ValueError` naming the first bad constructor argument."""
+    for name in (
+        "source_vocab_size",
+        "target_vocab_size",
+        "embedding_dim",
+        "units",
+        "num_layers",
+    ):
+        utils.check_positive_int(name, config[name])
+    utils.check_rate("dropout", config["dropout"])
+    utils.check_choice("cell", config["cell"], ("gru", "lstm"))
+    for name in ("bidirectional", "input_feeding"):
+        utils.check_choice(name, config[name], (True, False))
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -193,7 +202,6 @@ class Seq2Seq(Generator, keras.Model):
         dtype=None,
         **kwargs,
     ):
-        _check_arguments(cell, num_layers)
         config = {
             "source_vocab_size": source_vocab_size,
             "target_vocab_size": target_vocab_size,
@@ -206,6 +214,8 @@ class Seq2Seq(Generator, keras.Model):
             "dropout": dropout,
             "input_feeding": input_feeding,
         }
+        _check_arguments(config)
+        dtype = utils.dtype_policy(dtype)
         parts = _Seq2SeqParts(config, dtype)
 
         # === Functional model ===
@@ -220,7 +230,7 @@ class Seq2Seq(Generator, keras.Model):
         )
 
         # === Config and parts ===
-        self._keep(config, parts)
+        self._keep(config, parts, dtype)
         self.attention_decoder = parts.attention_decoder
 
     def _sub_models(self):

@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from keras_attention import utils
 from keras_attention.constants import PAD_ID
 from keras_attention.constants import START_ID
 from keras_attention.layers.attention import AttentionPooling
+from keras_attention.layers.dropout import Dropout
 from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.positional import TokenAndPositionEmbedding
 from keras_attention.layers.transformer import TransformerDecoder
@@ -13,7 +15,18 @@ from keras_attention.layers.transformer import TransformerEncoder
 from keras_attention.models.generation import Generator
 
 
-def _check_heads(hidden_dim, num_heads):
+def _check_arguments(config, *int_names, choices=()):
+    """Raise a `ValueError` naming the first bad constructor argument.
+
+    `int_names` must be positive ints; `choices` is `(name, allowed)` pairs;
+    `dropout` is a rate; `hidden_dim` must be divisible by `num_heads`.
+    """
+    for name in int_names:
+        utils.check_positive_int(name, config[name])
+    utils.check_rate("dropout", config["dropout"])
+    for name, allowed in choices:
+        utils.check_choice(name, config[name], allowed)
+    hidden_dim, num_heads = config["hidden_dim"], config["num_heads"]
     if hidden_dim % num_heads:
         raise ValueError(
             "`hidden_dim` must be divisible by `num_heads`. "
@@ -56,7 +69,7 @@ class _TransformerParts:
         self.encoder = TransformerEncoder(layers, name="encoder", **blocks)
         self.decoder = TransformerDecoder(layers, name="decoder", **blocks)
         # === Head ===
-        self.dropout = keras.layers.Dropout(config["dropout"], name="dropout")
+        self.dropout = Dropout(config["dropout"], name="dropout", dtype=dtype)
         self.logits = keras.layers.Dense(
             config["target_vocab_size"], name="logits", dtype=dtype
         )
@@ -151,7 +164,6 @@ class Transformer(Generator, keras.Model):
         dtype=None,
         **kwargs,
     ):
-        _check_heads(hidden_dim, num_heads)
         if share_embeddings and source_vocab_size != target_vocab_size:
             raise ValueError(
                 "`share_embeddings=True` needs equal vocabulary sizes. "
@@ -171,6 +183,22 @@ class Transformer(Generator, keras.Model):
             "positional": positional,
             "share_embeddings": share_embeddings,
         }
+        _check_arguments(
+            config,
+            "source_vocab_size",
+            "target_vocab_size",
+            "num_layers",
+            "hidden_dim",
+            "num_heads",
+            "intermediate_dim",
+            "max_length",
+            choices=(
+                ("positional", ("sinusoidal", "learned")),
+                ("norm_first", (True, False)),
+                ("share_embeddings", (True, False)),
+            ),
+        )
+        dtype = utils.dtype_policy(dtype)
         parts = _TransformerParts(config, dtype)
 
         # === Functional model ===
@@ -185,7 +213,7 @@ class Transformer(Generator, keras.Model):
         )
 
         # === Config and parts ===
-        self._keep(config, parts)
+        self._keep(config, parts, dtype)
         self.decoder_stack = parts.decoder
 
     def _sub_models(self):
@@ -294,6 +322,15 @@ class FirstToken(keras.layers.Layer):
         return (inputs_shape[0], inputs_shape[-1])
 
 
+def _pooling(pooling, dtype):
+    """The layer that turns the encoder outputs `(B, T, d)` into `(B, d)`."""
+    if pooling == "cls":
+        return FirstToken(name="pooling")
+    if pooling == "mean":
+        return keras.layers.GlobalAveragePooling1D(name="pooling", dtype=dtype)
+    return AttentionPooling(name="pooling", dtype=dtype)
+
+
 @keras.saving.register_keras_serializable(package="keras_attention")
 class TransformerClassifier(keras.Model):
     """Transformer encoder over tokens, pooled to a vector, then classes.
@@ -346,16 +383,39 @@ class TransformerClassifier(keras.Model):
         dtype=None,
         **kwargs,
     ):
-        _check_heads(hidden_dim, num_heads)
-        if pooling not in self.poolings:
-            raise ValueError(
-                f"`pooling` must be one of {self.poolings}. "
-                f"Received: {pooling=}"
-            )
+        config = {
+            "vocab_size": vocab_size,
+            "num_classes": num_classes,
+            "num_layers": num_layers,
+            "hidden_dim": hidden_dim,
+            "num_heads": num_heads,
+            "intermediate_dim": intermediate_dim,
+            "dropout": dropout,
+            "max_length": max_length,
+            "pooling": pooling,
+            "norm_first": norm_first,
+        }
+        _check_arguments(
+            config,
+            "vocab_size",
+            "num_classes",
+            "num_layers",
+            "hidden_dim",
+            "num_heads",
+            "intermediate_dim",
+            "max_length",
+            choices=(
+                ("pooling", self.poolings),
+                ("norm_first", (True, False)),
+            ),
+        )
+        dtype = utils.dtype_policy(dtype)
         tokens = keras.Input((None,), dtype="int32", name="tokens")
-        x = tokens
-        if pooling == "cls":
-            x = PrependStart(name="prepend_cls")(x)
+        x = (
+            PrependStart(name="prepend_cls")(tokens)
+            if pooling == "cls"
+            else tokens
+        )
         x = TokenAndPositionEmbedding(
             vocab_size,
             hidden_dim,
@@ -363,7 +423,7 @@ class TransformerClassifier(keras.Model):
             name="embedding",
             dtype=dtype,
         )(x)
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
+        x = Dropout(dropout, name="dropout", dtype=dtype)(x)
         x = TransformerEncoder(
             num_layers,
             num_heads=num_heads,
@@ -373,39 +433,24 @@ class TransformerClassifier(keras.Model):
             name="encoder",
             dtype=dtype,
         )(x)
-        if pooling == "cls":
-            x = FirstToken(name="pooling")(x)
-        elif pooling == "mean":
-            x = keras.layers.GlobalAveragePooling1D(name="pooling")(x)
-        else:
-            x = AttentionPooling(name="pooling", dtype=dtype)(x)
+        x = _pooling(pooling, dtype)(x)
         logits = keras.layers.Dense(num_classes, name="logits", dtype=dtype)(x)
         super().__init__(tokens, logits, dtype=dtype, **kwargs)
-        self.vocab_size = vocab_size
-        self.num_classes = num_classes
-        self.num_layers = num_layers
-        self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.intermediate_dim = intermediate_dim
-        self.dropout = dropout
-        self.max_length = max_length
-        self.pooling = pooling
-        self.norm_first = norm_first
+        self._config, self._built_dtype = config, dtype
+        for name, value in config.items():
+            setattr(self, name, value)
+
+    def call(self, inputs, training=None, mask=None):
+        utils.check_shape("tokens", ops.convert_to_tensor(inputs), (None, None))
+        utils.check_token_ids("tokens", inputs, self.vocab_size)
+        return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
         return {
             "name": self.name,
             "trainable": self.trainable,
-            "vocab_size": self.vocab_size,
-            "num_classes": self.num_classes,
-            "num_layers": self.num_layers,
-            "hidden_dim": self.hidden_dim,
-            "num_heads": self.num_heads,
-            "intermediate_dim": self.intermediate_dim,
-            "dropout": self.dropout,
-            "max_length": self.max_length,
-            "pooling": self.pooling,
-            "norm_first": self.norm_first,
+            "dtype": keras.dtype_policies.serialize(self._built_dtype),
+            **self._config,
         }
 
     @classmethod
