@@ -81,9 +81,10 @@ def _forward(query, keys, values, block_scores, block_mask, num_chunks):
         index = _in_order(index, total)
         mask = block_mask(index)
         logits = ops.where(mask, block_scores(index), negative)
-        new_maximum = ops.maximum(
-            maximum, ops.max(logits, axis=-1, keepdims=True)
-        )  # (..., Tq, 1)
+        block_maximum = ops.max(
+            logits, axis=-1, keepdims=True, initial=negative
+        )  # (..., Tq, 1); `initial`: an empty batch is no error
+        new_maximum = ops.maximum(maximum, block_maximum)
         weights = ops.where(mask, ops.exp(logits - new_maximum), 0.0)
         correction = ops.exp(maximum - new_maximum)
         total = total * correction + ops.sum(weights, -1, keepdims=True)

@@ -20,7 +20,9 @@ INPUTS = [
     "the cat " * 100,  # far beyond the source length: truncated
     b"\xff\xfe not utf-8 \xc3",
     "Ünïcödé ¿qué? 🐈",
+    "\u00a0\u3000\u2009 \t\n",  # only (Unicode) whitespace
 ]
+BLANK = (1, 5)  # the inputs with nothing to translate
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,28 @@ def test_in_process_translator_handles_bad_input(exported):
     _, translator = exported
     out = translator.translate(tf.constant(INPUTS))["translation"]
     assert out.shape == (len(INPUTS),) and out.dtype == tf.string
+    assert [out.numpy()[i] for i in BLANK] == [b""] * len(BLANK)
+
+
+def test_vocabulary_sizes_are_checked_before_export(exported):
+    _, translator = exported
+    source, target = translator.source_tokenizer, translator.target_tokenizer
+    too_big = Transformer(
+        source.vocabulary_size, target.vocabulary_size + 5, num_layers=1,
+        hidden_dim=8, num_heads=2, intermediate_dim=8,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="target_vocab_size"):
+        export_translator(too_big, source, target, "unused")
+    too_small = Transformer(
+        source.vocabulary_size - 5, target.vocabulary_size, num_layers=1,
+        hidden_dim=8, num_heads=2, intermediate_dim=8,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="source_tokenizer"):
+        export_translator(too_small, source, target, "unused")
+    with pytest.raises(TypeError, match="target_tokenizer"):
+        export_translator(translator.model, source, "nope", "unused")
+    with pytest.raises(ValueError, match="max_length"):
+        export_translator(translator.model, source, target, "u", max_length=0)
 
 
 @pytest.mark.slow
@@ -82,7 +106,7 @@ def test_fresh_process_loads_with_only_tensorflow_text(exported, tmp_path):
     )
     got = np.load(tmp_path / "out.npy", allow_pickle=True)
     assert list(got) == list(expected.numpy())
-    assert got[1] == b""  # empty in, empty out
+    assert [got[i] for i in BLANK] == [b""] * len(BLANK)  # empty in, out
 
 
 @pytest.mark.slow

@@ -97,3 +97,44 @@ def test_bad_vocabulary_and_arguments_raise():
         text.build_vocabulary(["a b"], size=3)
     with pytest.raises(ValueError, match="empty"):
         text.build_vocabulary([], size=30)
+
+
+@pytest.mark.parametrize(
+    "ids", [[[4, 5, 10_000]], [[4, -1, 5]], [[2**31 - 1]]], ids=str
+)
+def test_detokenize_out_of_range_is_an_error_eagerly(tokenizer, ids):
+    with pytest.raises(ValueError, match="`ids`"):
+        tokenizer.detokenize(np.array(ids))
+
+
+def test_detokenize_out_of_range_reads_unk_in_a_graph(tokenizer):
+    # In an exported graph values are unknown when traced: never index out
+    # of range (that killed the process), read [UNK] instead.
+    detokenize = tf.function(tokenizer.detokenize)
+    inside = tokenizer(["the cat"])[:, 1:2]  # one real piece
+    ids = tf.concat([inside, [[tokenizer.vocabulary_size + 7]], [[-3]]], 1)
+    out = detokenize(ids).numpy()[0].decode()
+    assert out.split()[1:] == ["[UNK]", "[UNK]"]
+
+
+def test_build_vocabulary_rejects_one_string_and_non_strings():
+    with pytest.raises(TypeError, match="texts"):
+        text.build_vocabulary("a string", size=50)
+    with pytest.raises(TypeError, match="texts"):
+        text.build_vocabulary(["ok", 3], size=50)
+    with pytest.raises(ValueError, match="size"):
+        text.build_vocabulary(["ok"], size=2.5)
+
+
+def test_tokenizer_rejects_bad_vocabularies_and_inputs(tokenizer):
+    reserved = list(text.RESERVED_TOKENS)
+    with pytest.raises(ValueError, match="vocabulary"):
+        text.Tokenizer(reserved + ["a", "a"])
+    with pytest.raises(ValueError, match="vocabulary"):
+        text.Tokenizer(reserved + [""])
+    with pytest.raises(ValueError, match="max_length"):
+        text.Tokenizer(reserved + ["a"], max_length=1)
+    with pytest.raises(ValueError, match="texts"):
+        tokenizer("one string, not a batch")
+    with pytest.raises(ValueError, match="texts"):
+        tokenizer([[b"nested"]])

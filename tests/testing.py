@@ -108,3 +108,59 @@ def load_example(name, folder="examples"):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def gradients(loss_fn, variables=(), inputs=()):
+    """Gradients of `loss_fn(*inputs)` on the current backend, as NumPy.
+
+    Backend-neutral: a `tf.GradientTape` on TensorFlow, `jax.grad` of a
+    stateless call on JAX (the variables' values are the arguments), and
+    `torch.autograd.grad` on PyTorch.
+
+    Args:
+        loss_fn: `(*inputs) -> scalar loss`, using the layers that own
+            `variables`.
+        variables: Keras variables to differentiate against.
+        inputs: NumPy arrays to differentiate against too.
+
+    Returns:
+        A list of NumPy gradients: the variables', then the inputs'.
+    """
+    variables = list(variables)
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        inputs = [tf.constant(x) for x in inputs]
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            loss = loss_fn(*inputs)
+        grads = tape.gradient(loss, variables + inputs)
+    elif backend == "jax":
+        import jax
+
+        def stateless(values, inputs):
+            mapping = list(zip(variables, values))
+            with keras.StatelessScope(state_mapping=mapping):
+                return loss_fn(*inputs)
+
+        values = [v.value for v in variables]
+        inputs = [jax.numpy.asarray(x) for x in inputs]
+        grad_values, grad_inputs = jax.grad(stateless, argnums=(0, 1))(
+            values, inputs
+        )
+        grads = list(grad_values) + list(grad_inputs)
+    else:
+        import torch
+
+        inputs = [torch.tensor(x, requires_grad=True) for x in inputs]
+        loss = loss_fn(*inputs)
+        grads = torch.autograd.grad(
+            loss, [v.value for v in variables] + inputs, allow_unused=True
+        )
+    return [
+        np.zeros(tuple(x.shape))
+        if g is None
+        else np.asarray(ops.convert_to_numpy(g))
+        for g, x in zip(grads, variables + list(inputs))
+    ]

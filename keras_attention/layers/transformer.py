@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
 from keras_attention.layers.dropout import Dropout
@@ -340,6 +341,7 @@ class TransformerEncoderBlock(_Block):
         training=None,
     ):
         self._check_call(inputs, mask)
+        inputs = attention_ops.hide_unseen(inputs, mask)  # padding: no NaN
         x, extra = self._residual(
             inputs,
             lambda h: self.self_attention(
@@ -457,6 +459,7 @@ class TransformerDecoderBlock(_Block):
     ):
         self._check_encoder_outputs(encoder_outputs)
         self._check_call(inputs, mask, encoder_outputs, encoder_outputs_mask)
+        inputs = attention_ops.hide_unseen(inputs, mask)  # padding: no NaN
         x, extra = self._residual(
             inputs,
             lambda h: self.self_attention(
