@@ -4,18 +4,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+TORCH_STAMP := $(VENV)/.torch-stamp
+PYTEST := $(BIN)/python -m pytest -q -n 2
 PYTEST_ARGS ?=
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install demo test lint docs bench clean
+.PHONY: install install-torch demo test test-jax test-torch lint docs bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,viz,docs]'
+	$(BIN)/python -m pip install -q -e '.[dev,viz,docs,jax]'
 	touch $(STAMP)
 
+# PyTorch's default wheel is a CUDA build of several GB; 2.13.0 is taken
+# from a local CPU wheel where the machine has one (any torch >= 2.4 works).
+$(TORCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q 'torch==2.13.0'
+	$(BIN)/python -m pip install -q -e '.[torch]'
+	touch $(TORCH_STAMP)
+
 install: $(STAMP)
+
+install-torch: $(TORCH_STAMP)
 
 demo: install
 	$(BIN)/python examples/date_normalization.py --out out/date_normalization
@@ -24,9 +35,21 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# TensorFlow (the default backend: the whole suite and the doctests), then
+# the backend-sensitive suite on JAX.
 test: lint
 	$(BIN)/mkdocs build --strict --quiet --site-dir site
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+	$(MAKE) test-jax
+
+test-jax: install
+	KERAS_BACKEND=jax $(PYTEST) tests $(PYTEST_ARGS)
+
+# PyTorch: its suite, then the cross-backend test (driven from TensorFlow)
+# with every backend installed.
+test-torch: install-torch
+	KERAS_BACKEND=torch $(PYTEST) tests $(PYTEST_ARGS)
+	$(PYTEST) tests/test_cross_backend.py
 
 docs: install
 	$(BIN)/mkdocs build --strict --site-dir site

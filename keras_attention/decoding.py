@@ -124,23 +124,40 @@ def greedy_search(
     )
 
 
-def _uniform(seed, index, shape):
-    """Stateless uniform `[0, 1)` noise from `(seed, index, position)`.
+def _int32(constant):
+    """A 32-bit constant as the int32 with the same bits."""
+    return constant - (1 << 32) if constant >= 1 << 31 else constant
 
-    A counter-based hash (the murmur3 finaliser) in integer `keras.ops`:
-    pure, reproducible, XLA-compilable, and the seed may be a tensor.
+
+def _shift_xor(x, bits):
+    """`x ^ (x >>> bits)` with a logical (unsigned) right shift of int32."""
+    shifted = ops.bitwise_and(ops.right_shift(x, bits), (1 << 32 - bits) - 1)
+    return ops.bitwise_xor(x, shifted)
+
+
+def _uniform(seed, index, shape):
+    """Stateless uniform `(0, 1)` noise from `(seed, index, position)`.
+
+    A counter-based hash (the murmur3 finaliser) in int32 `keras.ops`, whose
+    products wrap modulo 2³² on every backend, with logical shifts written
+    out: the same bits as the uint32 hash, on TensorFlow, JAX and PyTorch
+    alike (uint32 arithmetic is not: JAX rejects the constants and PyTorch
+    widens uint32 to int64). Pure, reproducible, XLA-compilable; the seed
+    may be a tensor.
     """
-    count = ops.cast(
-        ops.reshape(ops.arange(shape[0] * shape[1]), shape), "uint32"
+    count = ops.reshape(ops.arange(shape[0] * shape[1], dtype="int32"), shape)
+    seed = ops.cast(seed, "int32")
+    step = ops.cast(index, "int32")
+    x = (
+        count * _int32(0x9E3779B1)
+        + step * _int32(0x85EBCA77)
+        + seed * _int32(0xC2B2AE3D)
     )
-    seed = ops.cast(seed, "uint32")
-    step = ops.cast(index, "uint32")
-    x = count * 0x9E3779B1 + step * 0x85EBCA77 + seed * 0xC2B2AE3D
-    x = ops.bitwise_xor(x, ops.right_shift(x, 16)) * 0x85EBCA6B
-    x = ops.bitwise_xor(x, ops.right_shift(x, 13)) * 0xC2B2AE35
-    x = ops.bitwise_xor(x, ops.right_shift(x, 16))
-    x = ops.cast(ops.right_shift(x, 8), "float32")  # 24 random bits
-    return (x + 0.5) / float(1 << 24)  # in (0, 1), never 0
+    x = _shift_xor(x, 16) * _int32(0x85EBCA6B)
+    x = _shift_xor(x, 13) * _int32(0xC2B2AE35)
+    x = _shift_xor(x, 16)
+    bits = ops.bitwise_and(ops.right_shift(x, 8), (1 << 24) - 1)  # 24 bits
+    return (ops.cast(bits, "float32") + 0.5) / float(1 << 24)  # never 0
 
 
 def filter_logits(logits, top_k=None, top_p=None):

@@ -176,10 +176,10 @@ def without_mask(x):
 
     The one way the package stops Keras from propagating a mask: layers
     whose masks act on the attention weights call it before sublayers that
-    would otherwise warn that they "destroy the mask". A reshape to the same
-    shape copies nothing.
+    would otherwise warn that they "destroy the mask". (A reshape would not
+    do: JAX returns the same array for an unchanged shape, mask and all.)
     """
-    return ops.reshape(x, ops.shape(x))
+    return ops.copy(x)
 
 
 def masked_softmax(scores, mask=None, axis=-1):

@@ -42,7 +42,8 @@ def dot_logits(query, key):
     float16's 65504 before any softmax could save it. Leading dims
     broadcast; `kᵀ` is never materialised.
     """
-    if keras.backend.standardize_dtype(query.dtype) == "float16":
+    dtypes = {keras.backend.standardize_dtype(x.dtype) for x in (query, key)}
+    if "float16" in dtypes:
         query, key = ops.cast(query, "float32"), ops.cast(key, "float32")
     return ops.einsum("...qd,...kd->...qk", query, key)
 
@@ -116,6 +117,11 @@ class Score(keras.layers.Layer):
     def compute_output_shape(self, query_shape, key_shape=None):
         key_shape = query_shape if key_shape is None else key_shape
         return tuple(query_shape[:-1]) + (key_shape[-2],)
+
+    def get_config(self):
+        # Written out (not Keras's automatic config): a score may be built
+        # with its parent's `DTypePolicy` object.
+        return super().get_config()
 
 
 @register
@@ -625,7 +631,8 @@ def get(identifier, **kwargs):
             (see the module docstring), or a dict from `serialize` /
             `get_config()` with `class_name` and `config`.
         **kwargs: constructor arguments used with a name, e.g.
-            `get("additive", units=64)`.
+            `get("additive", units=64)`; a `dtype` also applies to a config
+            dict (a parent layer passes its dtype policy).
 
     Returns:
         A score layer.
@@ -637,6 +644,9 @@ def get(identifier, **kwargs):
     if isinstance(identifier, keras.layers.Layer):
         return identifier
     if isinstance(identifier, dict):
+        if "dtype" in kwargs:
+            config = {**identifier.get("config", {}), "dtype": kwargs["dtype"]}
+            identifier = {**identifier, "config": config}
         return keras.saving.deserialize_keras_object(identifier)
     if isinstance(identifier, str) and identifier.lower() in _NAMES:
         cls, defaults = _NAMES[identifier.lower()]

@@ -200,3 +200,15 @@ def fori_loop(length, body, init):
             maximum_iterations=length,
         )[1]
     return ops.fori_loop(0, length, body, init)
+
+
+def prefers_fused_attention():
+    """Whether the backend's fused `ops.dot_product_attention` is faster.
+
+    Measured by `benchmarks/backends.py` on CPU: PyTorch's
+    scaled-dot-product kernel beats the einsum-softmax-einsum path
+    (forward+backward 1.03 vs 1.20 of keras's layer); on TensorFlow and JAX
+    the plain path is faster than their fused op (0.93 and 0.86 vs 0.99 and
+    1.01). The other place, with `fori_loop`, that looks at the backend.
+    """
+    return keras.config.backend() == "torch"

@@ -11,6 +11,10 @@ import sys
 
 import pytest
 
+pytestmark = (
+    pytest.mark.tensorflow_only
+)  # the benchmark scripts time TensorFlow (backends.py has its own test)
+
 ROOT = os.path.dirname(os.path.dirname(__file__))
 EXPECTED_KEYS = {
     "multi_head": "max_ratio",

@@ -13,6 +13,10 @@ from keras_attention.datasets import toy_translation
 from keras_attention.export import export_translator
 from keras_attention.models import Transformer
 
+pytestmark = (
+    pytest.mark.tensorflow_only
+)  # the `export` module is TensorFlow-only (SavedModel)
+
 ENGLISH, SPANISH = toy_translation(300, seed=0)
 INPUTS = [
     ENGLISH[0],

@@ -5,6 +5,10 @@ import tensorflow as tf
 from keras_attention import text
 from keras_attention.datasets import toy_translation
 
+pytestmark = (
+    pytest.mark.tensorflow_only
+)  # the `text` module is TensorFlow-only (tensorflow-text)
+
 CORPUS = toy_translation(500, seed=0)[0]
 
 

@@ -14,6 +14,10 @@ from tests.scripts.small_model import MODELS
 from tests.scripts.small_model import data
 from tests.scripts.small_model import make_model
 
+pytestmark = (
+    pytest.mark.tensorflow_only
+)  # the `training` module is TensorFlow-only (tf.distribute)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "scripts", "train_worker.py")
 

@@ -110,6 +110,24 @@ def load_example(name, folder="examples"):
     return module
 
 
+def compiled(fn):
+    """`fn` compiled for the backend, as `generate` is compiled.
+
+    `tf.function` on TensorFlow, `jax.jit` on JAX, and `fn` itself on
+    PyTorch (eager).
+    """
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
 def gradients(loss_fn, variables=(), inputs=()):
     """Gradients of `loss_fn(*inputs)` on the current backend, as NumPy.
 

@@ -104,11 +104,13 @@ class Attention(keras.layers.Layer):
         utils.check_rate("dropout", dropout)
         utils.check_positive_number("temperature", temperature)
         utils.check_number("seed", seed, integer=True, allow_none=True)
-        self.score = scores.get(score)
+        self.score = scores.get(score, dtype=self.dtype_policy)
         self.dropout = dropout
         self.temperature = temperature
         self.seed = seed
-        self.dropout_layer = Dropout(dropout, seed=seed)
+        self.dropout_layer = Dropout(
+            dropout, seed=seed, dtype=self.dtype_policy
+        )
         self.supports_masking = True
 
     def build(self, query_shape, value_shape, key_shape=None):

@@ -218,7 +218,7 @@ class MultiHeadAttention(keras.layers.Layer):
         )
         super().__init__(**kwargs)
         self.supports_masking = True
-        self.score = scores.get(score)
+        self.score = scores.get(score, dtype=self.dtype_policy)
         self._num_heads = num_heads
         self._key_dim = key_dim
         self._value_dim = value_dim or key_dim
@@ -552,46 +552,78 @@ class MultiHeadAttention(keras.layers.Layer):
             scores_ = score(q, k)  # (B', H_kv, G, Tq, Tk)
         return attention_ops.attend(scores_, v, mask, dropout, training)
 
-    def _attention(
-        self, q, k, v, masks, use_causal_mask, offset, return_weights, training
-    ):
-        """Attention of heads `(B', H_kv, G, T, D)`: output and weights.
+    def _fusable(self, scale, query, return_weights, use_dropout):
+        """Whether the backend's fused `dot_product_attention` runs (where
+        it is the faster one, see `utils.prefers_fused_attention`)."""
+        return (
+            utils.prefers_fused_attention()
+            and scale is not None
+            and not (return_weights or use_dropout or self.chunk_size)
+            and len(query.shape) == 4  # (B, T, H, D): rank-3 inputs
+            and self._value_dim == self._key_dim
+            and self.num_key_value_heads == self._num_heads  # not GQA
+            # float16 logits can overflow: ours are computed in float32.
+            and keras.backend.standardize_dtype(query.dtype) != "float16"
+        )
 
-        The dot-product scores scale the queries (the score's
-        `dot_product_scale`); the chunked path runs unless the weights are
-        returned or dropout is active.
+    def _fused_attention(self, query, key, value, mask, scale):
+        """`keras.ops.dot_product_attention` of `(B, T, h, D)` projections.
+
+        The backend's fused kernel (PyTorch's scaled-dot-product attention,
+        `jax.nn.dot_product_attention`), as keras's layer uses it; a query
+        that sees no key gets a zero output, as on the other paths.
         """
-        score = self.score
-        scale = score.dot_product_scale(self._key_dim)
-        if scale is not None:
-            score = None
-            if scale != 1.0:
-                q = q * ops.cast(scale, q.dtype)  # on q: O(T·D) not O(T²)
+        if mask is not None and len(mask.shape) == 5:  # (B', H_kv, G, ...)
+            shape = ops.shape(mask)
+            mask = ops.reshape(
+                mask, (shape[0], shape[1] * shape[2], shape[3], shape[4])
+            )  # (B, H or 1, Tq, Tk)
+        output = ops.dot_product_attention(
+            query, key, value, mask=mask, scale=scale
+        )  # (B, Tq, H, D)
+        if mask is None:
+            return output
+        seen = ops.any(mask, axis=-1, keepdims=True)  # (B, H, Tq, 1)
+        seen = ops.swapaxes(seen, 1, 2)  # (B, Tq, H, 1)
+        return ops.where(seen, output, ops.zeros_like(output))
+
+    def _attention(
+        self, query, key, value, masks, causal, offset, return_weights, training
+    ):
+        """Attention of the projections `(B, *S, h, D)`.
+
+        Returns the heads' outputs `(B, *S, H, Dv)` and the weights in the
+        heads layout `(B', H_kv, G, Tq, Tk)` (or `None`). A dot-product
+        score (its `dot_product_scale`) runs the backend's fused kernel, or
+        scales the queries for the chunked and dense paths; the chunked path
+        runs unless the weights are returned or dropout is active.
+        """
+        scale = self.score.dot_product_scale(self._key_dim)
         use_dropout = self._dropout > 0.0 and bool(training)
+        mask_args = (causal, self.sliding_window, offset)
+        q_length, k_length = ops.shape(query)[1], ops.shape(key)[1]
+        if self._fusable(scale, query, return_weights, use_dropout):
+            mask = attention_ops.build_mask(
+                q_length, k_length, *masks, *mask_args, rank=4
+            )  # broadcastable to (B, H, Tq, Tk)
+            return self._fused_attention(query, key, value, mask, scale), None
+        q, k, v = (self._to_heads(x) for x in (query, key, value))
+        score = None if scale is not None else self.score
+        if scale not in (None, 1.0):
+            q = q * ops.cast(scale, q.dtype)  # on q: O(T·D) not O(T²)
         if self.chunk_size and not (return_weights or use_dropout):
             output = chunked.chunked_attention(
-                q,
-                k,
-                v,
-                self.chunk_size,
-                score,
-                *masks,
-                use_causal_mask,
-                self.sliding_window,
-                offset,
+                q, k, v, self.chunk_size, score, *masks, *mask_args
             )  # (B', H_kv, G, Tq, Dv)
-            return output, None
+            return self._from_heads(output, query), None
         mask = attention_ops.build_mask(
-            ops.shape(q)[-2],
-            ops.shape(k)[-2],
-            *masks,
-            use_causal_mask,
-            self.sliding_window,
-            offset,
-            rank=5,
+            ops.shape(q)[-2], ops.shape(k)[-2], *masks, *mask_args, rank=5
         )  # broadcastable to (B', H_kv, G, Tq, Tk)
         dropout = self._dropout_layer if use_dropout else None
-        return self._dense_attention(q, k, v, mask, score, dropout, training)
+        output, weights = self._dense_attention(
+            q, k, v, mask, score, dropout, training
+        )
+        return self._from_heads(output, query), weights
 
     def call(
         self,
@@ -651,19 +683,18 @@ class MultiHeadAttention(keras.layers.Layer):
         masks = self._masks(
             query_mask, key_mask, attention_mask, projected_query, projected_key
         )
-        # 3. Attention per head: (B', H_kv, G, Tq, Dv).
+        # 3. Attention per head: (B, *S, H, Dv).
         output, weights = self._attention(
-            self._to_heads(projected_query),
-            self._to_heads(projected_key),
-            self._to_heads(projected_value),
+            projected_query,
+            projected_key,
+            projected_value,
             masks,
             use_causal_mask,
             0 if cache_update_index is None else cache_update_index,
             return_attention_scores,
             training,
         )
-        # 4. Output: heads back to (B, *S, H, Dv), gate, output projection.
-        output = self._from_heads(output, projected_query)
+        # 4. Output: gate, output projection.
         if self._use_gate:
             output = output * self._gate_dense(query)
         output = self._output_dense(output)

@@ -169,7 +169,9 @@ class _Block(keras.layers.Layer):
         self.norm_first = norm_first
         self.layer_norm_epsilon = layer_norm_epsilon
         # Kept as a config: each attention builds a score layer of its own.
-        self.score = scores.serialize(scores.get(score))
+        self.score = scores.serialize(
+            scores.get(score, dtype=self.dtype_policy)
+        )
         self.key_dim = key_dim
         self.num_key_value_heads = num_key_value_heads
         self.rotary_max_wavelength = rotary_max_wavelength
@@ -186,7 +188,7 @@ class _Block(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(
                 self.kernel_initializer
             ),
-            score=scores.get(self.score),
+            score=scores.get(self.score, dtype=self.dtype_policy),
             num_key_value_heads=self.num_key_value_heads,
             # Positions are those of the sequence attending to itself.
             rotary_max_wavelength=self.rotary_max_wavelength

@@ -235,13 +235,14 @@ class Seq2Seq(Generator, keras.Model):
 
     def _sub_models(self):
         """Functional `encoder` and `decoder` sharing the model's weights."""
-        parts = self._parts
+        parts, dtype = self._parts, self._built_dtype
         source = keras.Input((None,), dtype="int32", name="source")
         memory, states = parts.encode(source)
         encoder = keras.Model(
             source,
-            {"memory": Unmasked()(memory), "states": states},
+            {"memory": Unmasked(dtype=dtype)(memory), "states": states},
             name="encoder",
+            dtype=dtype,
         )
         inputs = {
             "target_in": keras.Input((None,), dtype="int32", name="target_in"),
@@ -261,7 +262,10 @@ class Seq2Seq(Generator, keras.Model):
             inputs["memory_mask"],
         )
         decoder = keras.Model(
-            inputs, {"logits": logits, "alignments": alignments}, name="decoder"
+            inputs,
+            {"logits": logits, "alignments": alignments},
+            name="decoder",
+            dtype=dtype,
         )
         return encoder, decoder
 

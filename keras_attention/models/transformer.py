@@ -218,10 +218,13 @@ class Transformer(Generator, keras.Model):
 
     def _sub_models(self):
         """Functional `encoder` and `decoder` sharing the model's weights."""
-        parts = self._parts
+        parts, dtype = self._parts, self._built_dtype
         source = keras.Input((None,), dtype="int32", name="source")
         encoder = keras.Model(
-            source, Unmasked()(parts.encode(source)), name="encoder"
+            source,
+            Unmasked(dtype=dtype)(parts.encode(source)),
+            name="encoder",
+            dtype=dtype,
         )
         inputs = {
             "target_in": keras.Input((None,), dtype="int32", name="target_in"),
@@ -234,7 +237,10 @@ class Transformer(Generator, keras.Model):
             inputs["target_in"], inputs["memory"], inputs["memory_mask"]
         )
         decoder = keras.Model(
-            inputs, {"logits": logits, "attention": attention}, name="decoder"
+            inputs,
+            {"logits": logits, "attention": attention},
+            name="decoder",
+            dtype=dtype,
         )
         return encoder, decoder
 

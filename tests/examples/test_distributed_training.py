@@ -7,6 +7,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.tensorflow_only  # tf.distribute
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 

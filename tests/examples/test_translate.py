@@ -4,6 +4,10 @@ import pytest
 
 from tests.testing import load_example
 
+pytestmark = (
+    pytest.mark.tensorflow_only
+)  # tensorflow-text and SavedModel export
+
 translate = load_example("translate")
 
 

@@ -4,11 +4,13 @@ import hypothesis
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from hypothesis import strategies as st
+from keras import ops
 
 from keras_attention.layers import MultiHeadAttention
 from tests.testing import check_layer
+from tests.testing import compiled
+from tests.testing import gradients
 
 rng = np.random.default_rng(0)
 
@@ -210,19 +212,19 @@ CHUNK_CASES = [
 def test_chunked_equals_unchunked_forward_and_gradient(kwargs, call_kwargs):
     plain = MultiHeadAttention(num_heads=3, key_dim=4, **kwargs)
     chunked = MultiHeadAttention(num_heads=3, key_dim=4, chunk_size=3, **kwargs)
-    query, value = tf.constant(QUERY), tf.constant(VALUE)
-    plain(query, value), chunked(query, value)
+    plain(QUERY, VALUE), chunked(QUERY, VALUE)
     chunked.set_weights(plain.get_weights())
-    grads = []
+    results = []
     for layer in (plain, chunked):
-        with tf.GradientTape() as tape:
-            tape.watch([query, value])
+
+        def loss(query, value, layer=layer):
             out = layer(query, value, **call_kwargs)
-            loss = tf.reduce_sum(tf.sin(out) * out)
-        grads.append(
-            (out, *tape.gradient(loss, [query, value, *layer.weights]))
-        )
-    for expected, actual in zip(*grads):
+            return ops.sum(ops.sin(out) * out)
+
+        out = layer(QUERY, VALUE, **call_kwargs)
+        grads = gradients(loss, layer.weights, [QUERY, VALUE])
+        results.append((np.asarray(out), *grads))
+    for expected, actual in zip(*results):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
@@ -238,19 +240,24 @@ def test_chunked_causal_self_attention_skipping_blocks(chunk_size, kwargs):
     # Own seeds: inputs and weights must not depend on the tests run before.
     keras.utils.set_random_seed(1)
     local = np.random.default_rng(1)
-    x = tf.constant(local.normal(size=(2, 29, 6)).astype("float32"))
+    x = local.normal(size=(2, 29, 6)).astype("float32")
     mask = np.arange(29)[None] < np.array([[29], [20]])
     plain(x, x), chunked(x, x)
     chunked.set_weights(plain.get_weights())
     results = []
     for layer in (plain, chunked):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            out = layer(
+
+        def call(x, layer=layer):
+            return layer(
                 x, x, use_causal_mask=True, query_mask=mask, value_mask=mask
             )
-            loss = tf.reduce_sum(tf.sin(out) * out)
-        results.append((out, *tape.gradient(loss, [x, *layer.weights])))
+
+        grads = gradients(
+            lambda x, call=call: ops.sum(ops.sin(call(x)) * call(x)),
+            layer.weights,
+            [x],
+        )
+        results.append((np.asarray(call(x)), *grads))
     for expected, actual in zip(*results):
         np.testing.assert_allclose(actual, expected, atol=1e-5)
 
@@ -301,13 +308,13 @@ def test_cache_reproduces_causal_forward_token_by_token(kwargs):
         cache_update_index=0,
     )
     outputs = [out]
-    step = tf.function(
+    step = compiled(
         lambda x_t, cache, i: layer(
             x_t, x_t, use_causal_mask=True, cache=cache, cache_update_index=i
         )
     )
     for i in range(2, 6):
-        out, cache = step(x[:, i : i + 1], cache, tf.constant(i))
+        out, cache = step(x[:, i : i + 1], cache, ops.convert_to_tensor(i))
         outputs.append(out)
     np.testing.assert_allclose(
         np.concatenate(outputs, axis=1), expected, atol=1e-5
@@ -451,7 +458,7 @@ def test_chunked_cache_prefill_at_a_tensor_index_equals_dense():
             x[:, 3:],
             use_causal_mask=True,
             cache=cache,
-            cache_update_index=tf.constant(3),
+            cache_update_index=ops.convert_to_tensor(3),
         )
         outputs.append(np.asarray(out))
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)

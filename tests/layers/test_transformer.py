@@ -3,13 +3,14 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from keras_attention.layers import TransformerDecoder
 from keras_attention.layers import TransformerDecoderBlock
 from keras_attention.layers import TransformerEncoder
 from keras_attention.layers import TransformerEncoderBlock
 from tests.testing import check_layer
+from tests.testing import compiled
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(2, 6, 8)).astype("float32")
@@ -24,10 +25,10 @@ def test_encoder_block_matches_formula(norm_first):
     attention, ffn = block.self_attention, block.feed_forward
     norm1, norm2 = block.self_attention_norm, block.feed_forward_norm
     if norm_first:
-        h = X + attention(norm1(X), norm1(X))
+        h = ops.add(X, attention(norm1(X), norm1(X)))
         expected = h + ffn(norm2(h))
     else:
-        h = norm1(X + attention(X, X))
+        h = norm1(ops.add(X, attention(X, X)))
         expected = norm2(h + ffn(h))
     np.testing.assert_allclose(out, expected, atol=1e-5)
     # FFN(x) = relu(x W1 + b1) W2 + b2
@@ -108,14 +109,14 @@ def test_decoder_cache_reproduces_full_forward(cls, extra):
     cache = np.zeros((2, 2, 6, heads, 4), "float32")
     if "num_layers" in extra:  # a stack takes a list of block caches
         cache = [cache] * extra["num_layers"]
-    step = tf.function(
+    step = compiled(
         lambda x, cache, i: decoder(
             x, MEMORY, cache=cache, cache_update_index=i
         )
     )
     outputs = []
     for i in range(6):
-        out, cache = step(X[:, i : i + 1], cache, tf.constant(i))
+        out, cache = step(X[:, i : i + 1], cache, ops.convert_to_tensor(i))
         outputs.append(out)
     np.testing.assert_allclose(np.concatenate(outputs, 1), expected, atol=1e-5)
 

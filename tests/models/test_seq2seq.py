@@ -142,6 +142,7 @@ def test_generate_methods_agree_in_their_limits(model):
         model.generate(SOURCE, 6, method="nucleus")
 
 
+@pytest.mark.tensorflow_only  # SavedModel export
 def test_generate_function_exports_to_a_saved_model(model, tmp_path):
     path = os.path.join(tmp_path, "generate")
     archive = keras.export.ExportArchive()

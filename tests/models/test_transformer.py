@@ -151,6 +151,7 @@ def test_shared_embeddings_and_errors():
 
 
 @pytest.mark.slow
+@pytest.mark.tensorflow_only  # SavedModel export
 def test_exported_saved_model_serves_in_a_fresh_process(model, tmp_path):
     path = str(tmp_path / "exported")
     model.export(path)

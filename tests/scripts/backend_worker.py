@@ -1,0 +1,75 @@
+"""Subprocess body of the cross-backend test: same weights, every backend.
+
+    KERAS_BACKEND=NAME python tests/scripts/backend_worker.py DIR
+
+Builds a `Transformer`, a `Seq2Seq` and a chunked `MultiHeadAttention`.
+The first backend to run (no `DIR/*.weights.h5` yet) saves their weights;
+every run loads them and writes `DIR/NAME.npz`: logits, attention outputs
+and tokens of greedy search, beam search and seeded sampling.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+SOURCE = np.array([[5, 6, 7, 8, 2, 0], [9, 4, 2, 0, 0, 0]], "int32")
+TARGET_IN = np.array([[1, 5, 6, 7], [1, 9, 4, 0]], "int32")
+X = np.random.default_rng(0).normal(size=(2, 11, 8)).astype("float32")
+
+
+def build():
+    import keras_attention as ka
+    from keras_attention.models import Seq2Seq
+    from keras_attention.models import Transformer
+
+    keras.utils.set_random_seed(0)
+    transformer = Transformer(
+        12, 12, num_layers=2, hidden_dim=8, num_heads=2,
+        intermediate_dim=16, dropout=0.0,
+    )  # fmt: skip
+    seq2seq = Seq2Seq(12, 12, embedding_dim=6, units=5)
+    x = keras.Input((None, 8))
+    attention = keras.Model(
+        x,
+        ka.MultiHeadAttention(
+            4, 2, num_key_value_heads=2, chunk_size=3, rotary_max_wavelength=50
+        )(x, x, use_causal_mask=True),
+    )
+    return {"transformer": transformer, "seq2seq": seq2seq,
+            "attention": attention}  # fmt: skip
+
+
+def main():
+    folder = sys.argv[1]
+    parts = build()
+    for name, part in parts.items():
+        path = os.path.join(folder, f"{name}.weights.h5")
+        if not os.path.exists(path):
+            part.save_weights(path)
+        part.load_weights(path)
+    results = {
+        "attention": parts["attention"](X),
+    }
+    for name in ("transformer", "seq2seq"):
+        model = parts[name]
+        inputs = {"source": SOURCE, "target_in": TARGET_IN}
+        results[f"{name}_logits"] = model(inputs)
+        results[f"{name}_greedy"] = model.generate(SOURCE, 6)
+        results[f"{name}_beam"] = model.generate(
+            SOURCE, 6, method="beam", beam_width=3
+        )
+        results[f"{name}_sample"] = model.generate(
+            SOURCE, 6, method="sample", seed=11, temperature=1.5
+        )
+    np.savez(
+        os.path.join(folder, f"{keras.config.backend()}.npz"),
+        **{k: keras.ops.convert_to_numpy(v) for k, v in results.items()},
+    )
+
+
+if __name__ == "__main__":
+    main()
