@@ -22,6 +22,7 @@ line.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -147,7 +148,7 @@ def measure_generate(quick):
         "generate_ms": round(1000 * statistics.median(times), 1),
         "generate_first_call_s": round(compile_s, 2),
     }
-    if keras.config.backend() == "torch":
+    if keras.config.backend() == "torch" and not quick:  # a minute to compile
         row.update(_torch_compile(model, source, length, repeats))
     return row
 
@@ -194,6 +195,9 @@ def main():
     rows = []
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for backend in args.backends.split(","):
+        if importlib.util.find_spec(backend) is None:
+            rows.append({"backend": backend, "skipped": "not installed"})
+            continue
         env = {
             **os.environ,
             "KERAS_BACKEND": backend,

@@ -11,12 +11,13 @@ import sys
 
 import pytest
 
-pytestmark = (
-    pytest.mark.tensorflow_only
-)  # the benchmark scripts time TensorFlow (backends.py has its own test)
+# The scripts time TensorFlow (`backends.py` starts the other backends in
+# processes of its own).
+pytestmark = pytest.mark.tensorflow_only
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 EXPECTED_KEYS = {
+    "backends": "results",
     "multi_head": "max_ratio",
     "long_sequence": "results",
     "decoding": "results",

@@ -1,5 +1,7 @@
 """`Dropout` whose random state is saved with the weights."""
 
+import random
+
 import keras
 
 
@@ -14,8 +16,8 @@ class Dropout(keras.layers.Dropout):
     the dropout masks of the first steps again and ends with other weights
     than an uninterrupted run. This layer writes its seed-generator state
     with the weights (`save_weights`, `.keras` files), so a resumed run
-    continues the same random stream. Every dropout of the package is one;
-    `get_weights()` is unchanged (the state is not a weight).
+    continues the same random stream, on every backend. Every dropout of the
+    package is one; `get_weights()` is unchanged (the state is not a weight).
 
     Args:
         rate: fraction of the inputs to drop, in `[0, 1)`.
@@ -34,6 +36,15 @@ class Dropout(keras.layers.Dropout):
         >>> tuple(Dropout(0.5)(np.ones((2, 3)), training=True).shape)
         (2, 3)
     """
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        if seed is None and rate > 0:
+            # The draw Keras makes for an unseeded layer, made here: with an
+            # explicit seed, PyTorch too draws masks from the seed generator
+            # (unseeded, Keras uses PyTorch's global generator, which no
+            # checkpoint holds).
+            seed = random.randint(1, int(1e9))
+        super().__init__(rate, noise_shape=noise_shape, seed=seed, **kwargs)
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
