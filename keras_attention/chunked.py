@@ -1,30 +1,54 @@
 """Memory-efficient attention: keys in blocks, online softmax, own gradient.
 
 `chunked_attention` equals `softmax(s) v` with the masks of
-`keras_attention.ops.build_mask`, but never builds the `(Tq, Tk)` scores.
-Keys are visited `chunk_size` at a time while a running maximum `m`,
-normaliser `l` and weighted sum `a` are kept per query (Milakov & Gimelshein
-2018; Rabe & Staats 2021; FlashAttention):
+`keras_attention.ops.build_mask` (and the score and mask modifiers of
+`keras_attention.mods`), but never builds the `(Tq, Tk)` scores. Keys are
+visited `chunk_size` at a time while a running maximum `m`, normaliser `l`
+and weighted sum `a` are kept per query (Milakov & Gimelshein 2018; Rabe &
+Staats 2021; FlashAttention):
 
     m' = max(m, max_j s_j),  p_j = exp(s_j - m'),
     l' = l · exp(m - m') + Σ_j p_j,  a' = a · exp(m - m') + Σ_j p_j v_j,
 
-and the output is `a / l`. The module has three parts:
+and the output is `a / l`. The module has four parts:
 
 - `_forward`: the loop above over key blocks;
 - `_backward`: the gradient of the dot-product score, block by block,
   recomputing the weights from the saved `log l` (as FlashAttention does),
-  so training also needs O(Tq · chunk) memory;
-- `_causal_query_blocks`: causal self-attention split into query blocks
-  that never visit the key blocks above the diagonal.
+  so training also needs O(Tq · chunk) memory; a modifier's gradient (a
+  learned bias, a soft-cap) is taken there too;
+- `_query_blocks`: queries split into blocks that visit only the key
+  blocks a causal mask, a sliding window or a mask modifier's `key_range`
+  allows (the others are never computed);
+- `_attend`: one query block over its key blocks, putting them together.
 """
 
+from typing import NamedTuple
+
+import keras
 from keras import ops
 
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
 from keras_attention.constants import mask_value
+
+
+class _Settings(NamedTuple):
+    """What stays fixed for one call: sizes, flags and modifiers."""
+
+    chunk_size: int
+    score: object  # a score layer, or None for the dot product
+    use_causal_mask: bool
+    sliding_window: object
+    score_mod: object
+    mask_mod: object
+    heads: tuple
+
+    def blockwise_gradient(self):
+        """Whether `_backward` can differentiate everything itself."""
+        mod = self.score_mod
+        return self.score is None and (mod is None or mod.blockwise_gradient)
 
 
 def _in_order(index, carry):
@@ -63,15 +87,10 @@ def _unbroadcast(gradient, shape):
     return gradient
 
 
-def _dot_scores(query, chunk_key):
-    """float32 `q kᵀ` of one key block: `(..., Tq, c)`."""
-    return ops.cast(scores.dot_logits(query, chunk_key), "float32")
-
-
-def _forward(query, keys, values, block_scores, block_mask, num_chunks):
+def _forward(query, values, block_logits, block_mask, num_chunks):
     """The online softmax over key blocks: `(output, log l + m)`, float32.
 
-    `block_scores(index)` and `block_mask(index)` give the float32 scores
+    `block_logits(index)` and `block_mask(index)` give the float32 logits
     and the bool mask of key block `index`, both `(..., Tq, c)`-shaped.
     """
     negative = mask_value("float32")
@@ -80,7 +99,7 @@ def _forward(query, keys, values, block_scores, block_mask, num_chunks):
         maximum, total, accumulated = carry
         index = _in_order(index, total)
         mask = block_mask(index)
-        logits = ops.where(mask, block_scores(index), negative)
+        logits = ops.where(mask, block_logits(index), negative)
         block_maximum = ops.max(
             logits, axis=-1, keepdims=True, initial=negative
         )  # (..., Tq, 1); `initial`: an empty batch is no error
@@ -104,187 +123,328 @@ def _forward(query, keys, values, block_scores, block_mask, num_chunks):
     return accumulated / total, maximum + ops.log(total)
 
 
-def _backward(query, keys, values, block_mask, output, log_total, upstream):
-    """Gradients `(d_query, d_keys, d_values)` of the dot-product attention.
+class _Block(NamedTuple):
+    """One key block's view of the call, built from the traced inputs."""
+
+    logits: object  # (index, raw dot logits or None) -> float32 logits
+    mask: object  # index -> bool mask
+    raw: object  # index -> float32 q kᵀ of the block
+    modifier_grads: object  # (index, raw, d_logits) -> (d_raw, d_weights)
+    bias_shape: object  # static shape of a bias block, or None
+
+
+def _backward(query, keys, values, block, output, log_total, upstream, n_bias):
+    """Gradients of the dot-product attention over key blocks.
 
     With `p = exp(s - log_total)` recomputed per block and
     `δ = Σ_d dO · O` per query: `dV = pᵀ dO`, `dS = p ⊙ (dO Vᵀ − δ)`,
-    `dQ = Σ_blocks dS K`, `dK = dSᵀ Q` (summed over broadcast axes).
+    `dQ = Σ_blocks dS' K`, `dK = dS'ᵀ Q` (summed over broadcast axes), where
+    `dS'` is `dS` through the score modifier. Returns `(d_query, d_keys,
+    d_values, d_biases, d_modifier_weights)`.
     """
     d_output = ops.cast(upstream, "float32")  # (..., Tq, Dv)
     delta = ops.sum(d_output * output, axis=-1, keepdims=True)
     query_32 = ops.cast(query, "float32")
 
     def step(index, carry):
-        d_query, d_keys, d_values = carry
+        d_query, d_keys, d_values, d_biases, d_weights = carry
         index = _in_order(index, d_query)
-        chunk_key = ops.take(keys, index, axis=0)  # (..., c, D)
-        mask = block_mask(index)
-        logits = _dot_scores(query, chunk_key)
-        weights = ops.where(mask, ops.exp(logits - log_total), 0.0)
+        raw = block.raw(index)
+        logits = block.logits(index, raw)
+        p = ops.where(block.mask(index), ops.exp(logits - log_total), 0.0)
         chunk_value = ops.cast(ops.take(values, index, 0), "float32")
-        d_value = ops.matmul(ops.swapaxes(weights, -1, -2), d_output)
-        d_weights = ops.matmul(d_output, ops.swapaxes(chunk_value, -1, -2))
-        d_scores = weights * (d_weights - delta)  # (..., Tq, c)
-        d_query = d_query + ops.matmul(d_scores, ops.cast(chunk_key, "float32"))
-        d_key = ops.matmul(ops.swapaxes(d_scores, -1, -2), query_32)
+        d_p = ops.matmul(d_output, ops.swapaxes(chunk_value, -1, -2))
+        d_logits = p * (d_p - delta)  # (..., Tq, c)
+        d_raw, d_mod = block.modifier_grads(index, raw, d_logits)
+        chunk_key = ops.cast(ops.take(keys, index, axis=0), "float32")
+        d_query = d_query + ops.matmul(d_raw, chunk_key)
         start = [index] + [0] * (len(keys.shape) - 1)
-        d_key = _unbroadcast(d_key, keys.shape[1:])[None]
-        d_value = _unbroadcast(d_value, values.shape[1:])[None]
-        d_keys = ops.slice_update(d_keys, start, d_key)
-        d_values = ops.slice_update(d_values, start, d_value)
-        return d_query, d_keys, d_values
+        d_key = ops.matmul(ops.swapaxes(d_raw, -1, -2), query_32)
+        d_keys = ops.slice_update(
+            d_keys, start, _unbroadcast(d_key, keys.shape[1:])[None]
+        )
+        d_value = ops.matmul(ops.swapaxes(p, -1, -2), d_output)
+        d_values = ops.slice_update(
+            d_values, start, _unbroadcast(d_value, values.shape[1:])[None]
+        )
+        if n_bias:
+            d_bias = _unbroadcast(d_logits, block.bias_shape)[None]
+            start = [index] + [0] * len(block.bias_shape)
+            d_biases = ops.slice_update(d_biases, start, d_bias)
+        d_weights = [a + b for a, b in zip(d_weights, d_mod)]
+        return d_query, d_keys, d_values, d_biases, d_weights
 
-    init = tuple(
-        ops.zeros(ops.shape(x), "float32") for x in (query, keys, values)
-    )
-    num_chunks = ops.shape(keys)[0]
-    d_query, d_keys, d_values = utils.fori_loop(num_chunks, step, init)
-    return (
-        ops.cast(d_query, query.dtype),
-        ops.cast(d_keys, keys.dtype),
-        ops.cast(d_values, values.dtype),
-    )
+    return step
 
 
-def _dot_product_attention(query, keys, values, masks, make_block_mask):
+def _dot_product_attention(query, keys, values, given, make_block, settings):
     """Dot-product attention over key blocks with its blockwise gradient.
 
     Everything the gradient uses is an argument of the custom-gradient
-    function (the mask tensors too, with no gradient), so it also runs
-    under JAX's tracing.
+    function (masks, biases and the score modifier's weights too), so it
+    also runs under JAX's tracing; the modifier reads its weights from those
+    arguments (`keras.StatelessScope`).
     """
+    mod = settings.score_mod
+    variables = [] if mod is None else list(mod.trainable_weights)
+    tensors = [given[name] for name in sorted(given)]
+    bias = given.get("biases")
 
     @ops.custom_gradient
-    def attention(query, keys, values, *masks):
-        block_mask = make_block_mask(*masks)
-        output, log_total = _forward(
-            query,
-            keys,
-            values,
-            lambda index: _dot_scores(query, ops.take(keys, index, axis=0)),
-            block_mask,
-            ops.shape(keys)[0],
-        )
+    def attention(query, keys, values, *inputs):
+        named = dict(zip(sorted(given), inputs[: len(given)]))
+        mapping = list(zip(variables, inputs[len(given) :]))
+        with keras.StatelessScope(state_mapping=mapping):
+            block = make_block(named, query, keys)
+            output, log_total = _forward(
+                query,
+                values,
+                lambda index: block.logits(index, None),
+                block.mask,
+                ops.shape(keys)[0],
+            )
 
         def grad(*args, upstream=None):
             # Keras's backend-agnostic signature: TensorFlow and JAX pass
             # the upstream gradient alone, PyTorch the inputs and
             # `upstream=`.
             upstream = args[0] if upstream is None else upstream
-            gradients = _backward(
-                query, keys, values, block_mask, output, log_total, upstream
-            )
-            return gradients + (None,) * len(masks)
+            with keras.StatelessScope(state_mapping=mapping):
+                step = _backward(
+                    query,
+                    keys,
+                    values,
+                    block,
+                    output,
+                    log_total,
+                    upstream,
+                    bias is not None,
+                )
+                init = (
+                    *(ops.zeros(ops.shape(x), "float32")
+                      for x in (query, keys, values)),
+                    ops.zeros_like(named["biases"]) if bias is not None
+                    else ops.zeros(()),
+                    [ops.zeros(v.shape, "float32") for v in variables],
+                )  # fmt: skip
+                d_q, d_k, d_v, d_b, d_w = utils.fori_loop(
+                    ops.shape(keys)[0], step, init
+                )
+            gradients = [
+                ops.cast(g, x.dtype)
+                for g, x in ((d_q, query), (d_k, keys), (d_v, values))
+            ]
+            for name in sorted(given):
+                gradients.append(d_b if name == "biases" else None)
+            return tuple(gradients) + tuple(d_w)
 
         return ops.cast(output, values.dtype), grad
 
-    return attention(query, keys, values, *masks)
+    # Read as tensors (a copy: TensorFlow converts a variable to itself),
+    # so the function itself touches no variable.
+    values_of = [ops.copy(ops.convert_to_tensor(v)) for v in variables]
+    return attention(query, keys, values, *tensors, *values_of)
 
 
-def _causal_query_blocks(query, key, chunk_size, use_causal_mask, offset):
-    """`[(start, stop)]` query blocks for causal self-attention, or `None`.
+def _split_keys(x, key_length, num_chunks, chunk_size, pad_value):
+    """Key-axis (last) blocks of a mask or bias, `(n, ..., c)`."""
+    if x.shape[-1] == 1 and key_length != 1:  # broadcast over keys
+        x = ops.broadcast_to(x, tuple(ops.shape(x)[:-1]) + (key_length,))
+    return _split_chunks(x, -1, num_chunks, chunk_size, pad_value)
 
-    Only for static, equal query and key lengths of more than two blocks
-    and a static zero offset; a block holds `max(4 · chunk_size, T / 8)`
-    queries (rounded to whole key chunks), which keeps the visited key
-    blocks near half.
+
+def _block_inputs(query, key, masks, bias, context, num_chunks, chunk_size):
+    """The tensors each key block reads, by name (`None`s left out)."""
+    query_mask, key_mask, attention_mask = masks
+    key_length = ops.shape(key)[-2]
+    if key_mask is None:
+        key_mask = ops.ones((1, key_length), "bool")
+
+    def split(x, dtype, pad_value):
+        if x is None:
+            return None
+        x = ops.cast(x, dtype)
+        return _split_keys(x, key_length, num_chunks, chunk_size, pad_value)
+
+    given = {
+        "query_mask": query_mask,
+        # Padding keys of the last block are never seen: pad with False.
+        "key_masks": split(key_mask, "bool", False),  # (n, B, c)
+        "attention_masks": split(attention_mask, "bool", False),
+        "biases": split(bias, "float32", 0),  # (n, B, ..., Tq, c)
+    }
+    given.update({f"context_{k}": v for k, v in (context or {}).items()})
+    return {name: x for name, x in given.items() if x is not None}
+
+
+def _make_block(settings, offset, key_start):
+    """`make_block(named, query, keys) -> _Block`: one key block's view.
+
+    Built from the tensors it is given (inside a custom gradient, its own
+    arguments: JAX refuses values from outside).
     """
-    length = query.shape[-2]
-    static = isinstance(length, int) and isinstance(offset, int)
-    if not (use_causal_mask and static and offset == 0):
-        return None
-    if key.shape[-2] != length:
-        return None
-    size = max(4 * chunk_size, -(-length // 8))
-    size = -(-size // chunk_size) * chunk_size
-    if length <= 2 * size:
-        return None
-    return [(i, min(i + size, length)) for i in range(0, length, size)]
+    score = settings.score or scores.dot_logits
+
+    def make_block(named, query, keys):
+        rank = len(query.shape)
+        query_length, chunk = ops.shape(query)[-2], settings.chunk_size
+        context = {
+            name[len("context_") :]: x
+            for name, x in named.items()
+            if name.startswith("context_")
+        }
+        position = named.get("offset", offset)
+
+        def key_offset(index):
+            return key_start + index * chunk
+
+        def mask(index):
+            attention_masks = named.get("attention_masks")
+            return attention_ops.build_mask(
+                query_length,
+                chunk,
+                named.get("query_mask"),
+                ops.take(named["key_masks"], index, axis=0),
+                None
+                if attention_masks is None
+                else ops.take(attention_masks, index, axis=0),
+                settings.use_causal_mask,
+                settings.sliding_window,
+                position,
+                key_offset(index),
+                rank,
+                mask_mod=settings.mask_mod,
+                heads=settings.heads,
+                context=context,
+            )  # (B, ..., Tq, c)-broadcastable
+
+        def raw(index):
+            chunk_key = ops.take(keys, index, axis=0)  # (..., c, D)
+            return ops.cast(score(query, chunk_key), "float32")
+
+        def logits(index, raw_logits=None):
+            raw_logits = raw(index) if raw_logits is None else raw_logits
+            result = attention_ops.modify_scores(
+                raw_logits,
+                settings.score_mod,
+                position,
+                key_offset(index),
+                settings.heads,
+                context,
+            )
+            if "biases" in named:
+                result = result + ops.take(named["biases"], index, axis=0)
+            return result
+
+        def modifier_grads(index, raw_logits, d_logits):
+            mod = settings.score_mod
+            if mod is None:
+                return d_logits, []
+            q_idx, kv_idx, head = attention_ops.positions(
+                query_length, chunk, position, key_offset(index), rank,
+                settings.heads,
+            )  # fmt: skip
+            info = dict(context, num_heads=max(1, _prod(settings.heads)))
+            d_raw = mod.logits_gradient(
+                raw_logits, d_logits, q_idx, kv_idx, head, **info
+            )
+            d_bias = ops.sum(d_logits, axis=0, keepdims=True)  # batch summed
+            return d_raw, mod.bias_gradients(
+                d_bias, q_idx, kv_idx, head, **info
+            )
+
+        biases = named.get("biases")
+        bias_shape = None if biases is None else tuple(biases.shape[1:])
+        return _Block(logits, mask, raw, modifier_grads, bias_shape)
+
+    return make_block
 
 
-def _slice_masks(masks, start, stop):
-    """The masks of queries `[start, stop)` and keys `[0, stop)`."""
-    query_mask, key_mask, attention_mask = masks
-    return (
-        None if query_mask is None else query_mask[:, start:stop],
-        None if key_mask is None else key_mask[:, :stop],
-        None
-        if attention_mask is None
-        else attention_mask[..., start:stop, :stop],
-    )
+def _prod(sizes):
+    result = 1
+    for size in sizes:
+        result *= size
+    return result
 
 
-def _attend_key_blocks(
-    query, key, value, chunk_size, score, masks, use_causal_mask, window, offset
-):
-    """Attention of all queries over the key blocks (no query split)."""
-    rank = len(query.shape)
-    query_length, key_length = ops.shape(query)[-2], ops.shape(key)[-2]
-    num_chunks = (key_length + chunk_size - 1) // chunk_size
-    query_mask, key_mask, attention_mask = masks
+def _attend(query, key, value, tensors, settings, offset, key_start):
+    """Queries over the keys `[key_start, key_start + Tk)` (one block)."""
+    query_mask, key_mask, attention_mask, bias, context = tensors
+    chunk = settings.chunk_size
+    num_chunks = (ops.shape(key)[-2] + chunk - 1) // chunk
     # NaN or inf at padded positions must not leak through 0 · NaN.
     query = attention_ops.hide_unseen(query, query_mask, axis=-2)
     key = attention_ops.hide_unseen(key, key_mask, axis=-2)
     value = attention_ops.hide_unseen(value, key_mask, axis=-2)
-    keys = _split_chunks(key, -2, num_chunks, chunk_size)  # (n, ..., c, D)
-    values = _split_chunks(value, -2, num_chunks, chunk_size)
-    if key_mask is None:
-        key_mask = ops.ones((1, key_length), "bool")
-    # Padding keys of the last block are never seen: pad the mask with False.
-    tensors = {
-        "query_mask": query_mask,
-        "key_masks": _split_chunks(
-            ops.cast(key_mask, "bool"), -1, num_chunks, chunk_size, False
-        ),  # (n, B, c)
-        "attention_masks": None
-        if attention_mask is None
-        else _split_chunks(
-            ops.cast(attention_mask, "bool"), -1, num_chunks, chunk_size, False
-        ),  # (n, B, ..., Tq, c)
-        "offset": None if isinstance(offset, int) else offset,
-    }
-    names = [name for name, x in tensors.items() if x is not None]
-
-    def make_block_mask(*given):
-        given = dict(zip(names, given))
-
-        def block_mask(index):
-            attention_masks = given.get("attention_masks")
-            return attention_ops.build_mask(
-                query_length,
-                chunk_size,
-                given.get("query_mask"),
-                ops.take(given["key_masks"], index, axis=0),
-                None
-                if attention_masks is None
-                else ops.take(attention_masks, index, axis=0),
-                use_causal_mask,
-                window,
-                given.get("offset", offset),
-                index * chunk_size,
-                rank,
-            )  # (B, ..., Tq, c)-broadcastable
-
-        return block_mask
-
-    given = [tensors[name] for name in names]
-    if score is None:
+    keys = _split_chunks(key, -2, num_chunks, chunk)  # (n, ..., c, D)
+    values = _split_chunks(value, -2, num_chunks, chunk)
+    given = _block_inputs(
+        query, key, (query_mask, key_mask, attention_mask), bias, context,
+        num_chunks, chunk,
+    )  # fmt: skip
+    if not isinstance(offset, int):
+        given["offset"] = offset
+    make_block = _make_block(settings, offset, key_start)
+    if settings.blockwise_gradient():
         return _dot_product_attention(
-            query, keys, values, given, make_block_mask
+            query, keys, values, given, make_block, settings
         )
-    # Another score (weights of its own) is differentiated through the loop.
-    output, _ = _forward(
-        query,
-        keys,
-        values,
-        lambda index: ops.cast(
-            score(query, ops.take(keys, index, axis=0)), "float32"
-        ),
-        make_block_mask(*given),
-        num_chunks,
-    )
+    # A score or modifier with weights of its own: differentiated through
+    # the loop (forward memory stays O(Tq · chunk)).
+    block = make_block(given, query, keys)
+    output, _ = _forward(query, values, block.logits, block.mask, num_chunks)
     return ops.cast(output, value.dtype)
+
+
+def _key_range(settings, query_start, query_stop):
+    """`(low, high)`: the keys queries `[start, stop)` may see at most."""
+    low, high = 0, float("inf")
+    ranges = []
+    if settings.use_causal_mask:
+        ranges.append((0, query_stop))
+    if settings.sliding_window is not None:
+        window = settings.sliding_window
+        ranges.append((query_start - window + 1, query_stop + window - 1))
+    if settings.mask_mod is not None:
+        ranges.append(settings.mask_mod.key_range(query_start, query_stop))
+    for known in filter(None, ranges):
+        low, high = max(low, known[0]), min(high, known[1])
+    return max(low, 0), high
+
+
+def _query_blocks(query, key, settings, offset):
+    """`[(start, stop, key_low, key_high)]` query blocks, or `None`.
+
+    For static lengths and offset: queries in blocks of
+    `max(2 · chunk_size, Tq / 16)` (whole chunks), each visiting only the
+    keys its causal mask, window or mask modifier allows; `None` when no
+    block would skip anything.
+    """
+    length, key_length = query.shape[-2], key.shape[-2]
+    if not all(isinstance(x, int) for x in (length, key_length, offset)):
+        return None
+    chunk = settings.chunk_size
+    size = max(2 * chunk, -(-length // 16))
+    size = -(-size // chunk) * chunk
+    blocks = []
+    for start in range(0, length, size):
+        stop = min(start + size, length)
+        low, high = _key_range(settings, offset + start, offset + stop)
+        blocks.append(
+            (start, stop, min(low, key_length), min(high, key_length))
+        )
+    if all(b[2] == 0 and b[3] == key_length for b in blocks):
+        return None
+    return blocks
+
+
+def _window(x, axis, start, stop):
+    """`x[start:stop]` along `axis`, unless `x` broadcasts there (size 1)."""
+    if x is None or x.shape[axis] == 1:
+        return x
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
 
 
 def chunked_attention(
@@ -299,15 +459,23 @@ def chunked_attention(
     use_causal_mask=False,
     sliding_window=None,
     query_offset=0,
+    *,
+    attention_bias=None,
+    score_mod=None,
+    mask_mod=None,
+    heads=(),
+    context=None,
 ):
     """Attention over key blocks with an online softmax: O(Tq · chunk) memory.
 
-    Equals `softmax(s) v` with the mask of `keras_attention.ops.build_mask`
-    (masked keys get weight 0; a query that sees no key gets 0) without
-    building a `(Tq, Tk)` tensor. With `score=None` (the dot product
-    `q kᵀ`) the gradient is computed block by block too; another score is
-    differentiated through the loop. Causal self-attention of static length
-    skips the key blocks above the diagonal.
+    Equals `softmax(mod(s) + bias) v` with the mask of
+    `keras_attention.ops.build_mask` (masked keys get weight 0; a query that
+    sees no key gets 0) without building a `(Tq, Tk)` tensor. With
+    `score=None` (the dot product `q kᵀ`) the gradient is computed block by
+    block too, a score modifier's included; another score (or a modifier
+    with weights and no blockwise gradient) is differentiated through the
+    loop. Key blocks that a causal mask, the sliding window or the mask
+    modifier's `key_range` excludes are never visited.
 
     Args:
         query: `(B, ..., Tq, D)`; its leading dims are the output's.
@@ -325,6 +493,13 @@ def chunked_attention(
         sliding_window: optional band width (see `build_mask`).
         query_offset: position of the first query (keys start at 0), e.g.
             the cache index during decoding. Defaults to `0`.
+        attention_bias: optional float tensor broadcastable to the logits
+            `(B, ..., Tq, Tk)`, added after the score modifier.
+        score_mod: optional `keras_attention.mods.ScoreMod`.
+        mask_mod: optional `keras_attention.mods.MaskMod`.
+        heads: sizes of the query's head axes (e.g. `(H_kv, G)`), for the
+            modifiers' `head` index. Defaults to `()`.
+        context: optional dict for the modifiers (`segment_ids`).
 
     Returns:
         `(B, ..., Tq, Dv)` in `value`'s dtype.
@@ -337,39 +512,38 @@ def chunked_attention(
 
     Reference:
         Rabe & Staats, 2021, "Self-attention Does Not Need O(n²) Memory";
-        Dao et al., 2022, "FlashAttention".
+        Dao et al., 2022, "FlashAttention"; Dong et al., 2024,
+        "FlexAttention".
     """
-    masks = (query_mask, key_mask, attention_mask)
-    blocks = _causal_query_blocks(
-        query, key, chunk_size, use_causal_mask, query_offset
-    )
+    settings = _Settings(
+        chunk_size, score, use_causal_mask, sliding_window, score_mod,
+        mask_mod, tuple(heads),
+    )  # fmt: skip
+    tensors = [query_mask, key_mask, attention_mask, attention_bias]
+    blocks = _query_blocks(query, key, settings, query_offset)
     if not blocks:
-        return _attend_key_blocks(
-            query,
-            key,
-            value,
-            chunk_size,
-            score,
-            masks,
-            use_causal_mask,
-            sliding_window,
-            query_offset,
+        return _attend(
+            query, key, value, (*tensors, context), settings, query_offset, 0
         )
-    # Causal self-attention: the queries of block `[start, stop)` see only
-    # keys `[0, stop)`, so the key blocks above the diagonal (about half the
-    # work) are never visited.
-    outputs = [
-        _attend_key_blocks(
-            query[..., start:stop, :],
-            key[..., :stop, :],
-            value[..., :stop, :],
-            chunk_size,
-            score,
-            _slice_masks(masks, start, stop),
-            True,
-            sliding_window,
-            start,
+    outputs = []
+    for start, stop, low, high in blocks:
+        query_mask_, key_mask_, attention_mask_, bias_ = tensors
+        sliced = (
+            _window(query_mask_, -1, start, stop),
+            _window(key_mask_, -1, low, high),
+            _window(_window(attention_mask_, -2, start, stop), -1, low, high),
+            _window(_window(bias_, -2, start, stop), -1, low, high),
+            context,
         )
-        for start, stop in blocks
-    ]
+        outputs.append(
+            _attend(
+                query[..., start:stop, :],
+                key[..., low:high, :],
+                value[..., low:high, :],
+                sliced,
+                settings,
+                query_offset + start,
+                low,
+            )
+        )
     return ops.concatenate(outputs, axis=-2)

@@ -14,6 +14,8 @@ block) passes its padding masks, explicit mask, causal flag, sliding window
 and positions to it and gets one broadcastable mask back.
 """
 
+import math
+
 from keras import ops
 
 from keras_attention.constants import mask_value
@@ -42,14 +44,19 @@ def build_mask(
     query_offset=0,
     key_offset=0,
     rank=3,
+    *,
+    mask_mod=None,
+    heads=(),
+    context=None,
 ):
     """The one attention-mask builder: every kind of mask in, one bool out.
 
     Query `i` sits at position `query_offset + i` and key `j` at
     `key_offset + j`. The causal mask keeps `key position <= query
     position`; the sliding window keeps `|query position - key position| <
-    sliding_window`. The result is the logical AND of every mask given,
-    without broadcasting to the full shape.
+    sliding_window`; a mask modifier decides from the positions (see
+    `keras_attention.mods`). The result is the logical AND of every mask
+    given, without broadcasting to the full shape.
 
     Args:
         query_length: int or scalar tensor `Tq`.
@@ -69,6 +76,11 @@ def build_mask(
         rank: rank of the logits the mask applies to, e.g. `4` for
             `(B, H, Tq, Tk)`; axes are added after the batch axis. Defaults
             to `3`.
+        mask_mod: optional `keras_attention.mods.MaskMod`.
+        heads: sizes of the head axes of the logits, e.g. `(H,)` for
+            `(B, H, Tq, Tk)`. Defaults to `()` (one head).
+        context: optional dict of call information for the mask modifier
+            (`segment_ids`).
 
     Returns:
         bool tensor of rank `rank` broadcastable to `(B, ..., Tq, Tk)`, or
@@ -90,15 +102,69 @@ def build_mask(
         masks.append(_expand(key_mask, rank, 2))
     if attention_mask is not None:
         masks.append(_expand(attention_mask, rank, 2))
-    if use_causal_mask or sliding_window is not None:
-        rows = ops.expand_dims(ops.arange(query_length) + query_offset, -1)
-        cols = ops.arange(key_length) + key_offset  # rows (Tq, 1), cols (Tk,)
+    if use_causal_mask or sliding_window is not None or mask_mod is not None:
+        q_idx, kv_idx, head = positions(
+            query_length, key_length, query_offset, key_offset, rank, heads
+        )
         if use_causal_mask:
-            masks.append(_expand(ops.greater_equal(rows, cols), rank, 2))
+            masks.append(ops.greater_equal(q_idx, kv_idx))
         if sliding_window is not None:
-            band = ops.less(ops.abs(rows - cols), sliding_window)
-            masks.append(_expand(band, rank, 2))
+            masks.append(ops.less(ops.abs(q_idx - kv_idx), sliding_window))
+        if mask_mod is not None:
+            context = dict(context or {}, num_heads=math.prod(heads))
+            masks.append(mask_mod(q_idx, kv_idx, head, **context))
     return and_masks(*masks)
+
+
+def positions(
+    query_length, key_length, query_offset=0, key_offset=0, rank=3, heads=()
+):
+    """The index tensors of score and mask modifiers: `(q_idx, kv_idx, head)`.
+
+    int32 tensors of rank `rank` that broadcast against logits
+    `(B, *heads, Tq, Tk)`: `q_idx` `(1, .., Tq, 1)` holds the queries'
+    positions (from `query_offset`), `kv_idx` `(1, .., 1, Tk)` the keys'
+    (from `key_offset`), `head` `(1, *heads, 1, 1)` the head numbers (0 with
+    no head axis).
+
+    Examples:
+        >>> import numpy as np
+        >>> q, k, h = positions(2, 3, query_offset=4, rank=4, heads=(2,))
+        >>> [np.asarray(x).ravel().tolist() for x in (q, k, h)]
+        [[4, 5], [0, 1, 2], [0, 1]]
+        >>> [tuple(x.shape) for x in (q, k, h)]
+        [(1, 1, 2, 1), (1, 1, 1, 3), (1, 2, 1, 1)]
+    """
+    lead = (1,) * (rank - 2)
+    q_idx = ops.arange(query_length, dtype="int32") + query_offset
+    kv_idx = ops.arange(key_length, dtype="int32") + key_offset
+    head = ops.arange(math.prod(heads), dtype="int32")
+    head = ops.reshape(
+        head, (1,) + tuple(heads) + (1,) * (rank - 1 - len(heads))
+    )
+    return (
+        ops.reshape(ops.cast(q_idx, "int32"), lead + (-1, 1)),
+        ops.reshape(ops.cast(kv_idx, "int32"), lead + (1, -1)),
+        head,
+    )
+
+
+def modify_scores(
+    scores, score_mod, query_offset=0, key_offset=0, heads=(), context=None
+):
+    """`score_mod(scores, q_idx, kv_idx, head)` for logits `(B, *heads, Tq,
+    Tk)` (see `keras_attention.mods`); `scores` when `score_mod` is `None`.
+    """
+    if score_mod is None:
+        return scores
+    shape = ops.shape(scores)
+    q_idx, kv_idx, head = positions(
+        shape[-2], shape[-1], query_offset, key_offset, len(scores.shape), heads
+    )
+    context = dict(context or {}, num_heads=math.prod(heads))
+    # `call`, not `__call__`: the layer owning the modifier has built it,
+    # and Keras's call checks refuse a context mixing tensors and ints.
+    return score_mod.call(scores, q_idx, kv_idx, head, **context)
 
 
 def seen_positions(query_mask=None, key_mask=None, attention_mask=None):

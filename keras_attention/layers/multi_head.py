@@ -2,14 +2,17 @@
 
 import math
 import string
+from typing import NamedTuple
 
 import keras
 from keras import ops
 
 from keras_attention import chunked
+from keras_attention import mods
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
+from keras_attention.constants import mask_value
 from keras_attention.layers.attention import check_call_shapes
 from keras_attention.layers.attention import hide_unseen_inputs
 from keras_attention.layers.dropout import Dropout
@@ -22,6 +25,29 @@ def _projection(free_dims, bound_dims, output_dims):
     bound = letters[free_dims : free_dims + bound_dims]
     out = letters[free_dims + bound_dims : free_dims + bound_dims + output_dims]
     return f"{free}{bound},{bound}{out}->{free}{out}", out
+
+
+class _Call(NamedTuple):
+    """What one call adds to the layer's settings, for the attention step."""
+
+    use_causal_mask: bool
+    offset: object  # position of the first query (a cache index)
+    return_weights: bool
+    training: object
+    bias: object  # `attention_bias` in the heads layout, or None
+    context: dict  # for the modifiers: `segment_ids`
+
+
+def _heads_to_4d(tensors):
+    """Masks/biases of the heads layout `(B', H_kv, G, Tq, Tk)` (or lower
+    rank) as `(B, H or 1, Tq, Tk)`-broadcastable, for the fused kernel."""
+    result = []
+    for x in tensors:
+        if x is not None and len(x.shape) == 5:
+            shape = ops.shape(x)
+            x = ops.reshape(x, (shape[0], shape[1] * shape[2], *shape[3:]))
+        result.append(x)
+    return result
 
 
 def _as_tuple(name, x):
@@ -204,6 +230,8 @@ class MultiHeadAttention(keras.layers.Layer):
         num_key_value_heads=None,
         rotary_max_wavelength=None,
         chunk_size=None,
+        score_mod=None,
+        mask_mod=None,
         **kwargs,
     ):
         _check_arguments(
@@ -246,6 +274,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self.num_key_value_heads = num_key_value_heads or num_heads
         self.rotary_max_wavelength = rotary_max_wavelength
         self.chunk_size = chunk_size
+        self.score_mod = mods.get(score_mod, mods.ScoreMod)
+        self.mask_mod = mods.get(mask_mod, mods.MaskMod)
         self._dropout_layer = Dropout(
             dropout, seed=seed, dtype=self.dtype_policy
         )
@@ -344,7 +374,9 @@ class MultiHeadAttention(keras.layers.Layer):
         self._output_dense.build(
             tuple(query_shape[:-1]) + (heads, self._value_dim)
         )
-        group = heads // kv_heads
+        group = self._group = heads // kv_heads
+        if self.score_mod is not None and not self.score_mod.built:
+            self.score_mod.build((heads,))
         if not self.score.built:
             self.score.build(
                 (None, kv_heads, group, None, self._key_dim),
@@ -523,6 +555,34 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         return projected_query, projected_key, projected_value, cache
 
+    def _heads_bias(self, bias, query, key):
+        """`attention_bias` `(B, H, Tq, Tk)`-broadcastable in the heads
+        layout `(B, H_kv or 1, G or 1, Tq, Tk)` (rank-3 inputs only)."""
+        if bias is None:
+            return None
+        if len(query.shape) != 4:
+            raise ValueError(
+                "`attention_bias` needs inputs of rank 3 (B, T, d). "
+                f"Received: query.shape={tuple(query.shape)}"
+            )
+        heads = (self._num_heads,) if len(bias.shape) == 4 else ()
+        utils.check_shape(
+            "attention_bias",
+            bias,
+            (query.shape[0], *heads, query.shape[1], key.shape[1]),
+            broadcast=True,
+        )
+        bias = ops.convert_to_tensor(bias)
+        while len(bias.shape) < 4:
+            bias = ops.expand_dims(bias, -3)
+        if bias.shape[1] == 1:
+            return ops.expand_dims(bias, 1)  # (B, 1, 1, Tq, Tk)
+        shape = ops.shape(bias)
+        return ops.reshape(
+            bias,
+            (shape[0], self.num_key_value_heads, self._group, *shape[2:]),
+        )
+
     def _masks(self, query_mask, key_mask, attention_mask, query, key):
         """`(query_mask, key_mask, attention_mask)` for `build_mask`."""
         if len(query.shape) != 4 and (
@@ -538,48 +598,70 @@ class MultiHeadAttention(keras.layers.Layer):
             )
         return query_mask, key_mask, attention_mask
 
-    def _dense_attention(self, q, k, v, mask, score, dropout, training):
+    def _dense_attention(self, q, k, v, mask, score, dropout, call):
         """Softmax attention with the full `(Tq, Tk)` weights."""
+        bias, heads = call.bias, (self.num_key_value_heads, self._group)
         if self.num_key_value_heads == self._num_heads:
             # No groups: drop the G axis; 4-D products (and their
             # gradients) are faster than broadcasting 5-D ones.
             q, k, v = (ops.squeeze(x, 2) for x in (q, k, v))
-            if mask is not None:
-                mask = ops.squeeze(mask, 2)  # (B', 1 or H, Tq or 1, Tk)
-        if score is None:
-            scores_ = scores.dot_logits(q, k)
-        else:
-            scores_ = score(q, k)  # (B', H_kv, G, Tq, Tk)
-        return attention_ops.attend(scores_, v, mask, dropout, training)
+            mask, bias = (
+                None if x is None else ops.squeeze(x, 2) for x in (mask, bias)
+            )  # (B', 1 or H, Tq or 1, Tk)
+            heads = (self._num_heads,)
+        logits = scores.dot_logits(q, k) if score is None else score(q, k)
+        logits = attention_ops.modify_scores(
+            logits, self.score_mod, call.offset, 0, heads, call.context
+        )
+        if bias is not None:
+            logits = logits + ops.cast(bias, logits.dtype)
+        return attention_ops.attend(logits, v, mask, dropout, call.training)
 
-    def _fusable(self, scale, query, return_weights, use_dropout):
+    def _fusable(self, scale, query, use_dropout, call):
         """Whether the backend's fused `dot_product_attention` runs (where
         it is the faster one, see `utils.prefers_fused_attention`)."""
         return (
             utils.prefers_fused_attention()
             and scale is not None
-            and not (return_weights or use_dropout or self.chunk_size)
+            and not (call.return_weights or use_dropout or self.chunk_size)
             and len(query.shape) == 4  # (B, T, H, D): rank-3 inputs
             and self._value_dim == self._key_dim
             and self.num_key_value_heads == self._num_heads  # not GQA
+            and (self.score_mod is None or self.score_mod.additive)
             # float16 logits can overflow: ours are computed in float32.
             and keras.backend.standardize_dtype(query.dtype) != "float16"
         )
 
-    def _fused_attention(self, query, key, value, mask, scale):
+    def _fused_attention(self, query, key, value, masks, scale, call):
         """`keras.ops.dot_product_attention` of `(B, T, h, D)` projections.
 
         The backend's fused kernel (PyTorch's scaled-dot-product attention,
-        `jax.nn.dot_product_attention`), as keras's layer uses it; a query
-        that sees no key gets a zero output, as on the other paths.
+        `jax.nn.dot_product_attention`), as keras's layer uses it, with an
+        additive modifier as its bias; a query that sees no key gets a zero
+        output, as on the other paths.
         """
-        if mask is not None and len(mask.shape) == 5:  # (B', H_kv, G, ...)
-            shape = ops.shape(mask)
-            mask = ops.reshape(
-                mask, (shape[0], shape[1] * shape[2], shape[3], shape[4])
-            )  # (B, H or 1, Tq, Tk)
+        heads = (self._num_heads,)
+        q_length, k_length = ops.shape(query)[1], ops.shape(key)[1]
+        mask = attention_ops.build_mask(
+            q_length, k_length, *_heads_to_4d(masks), call.use_causal_mask,
+            self.sliding_window, call.offset, rank=4, mask_mod=self.mask_mod,
+            heads=heads, context=call.context,
+        )  # fmt: skip  # broadcastable to (B, H, Tq, Tk)
+        bias = _heads_to_4d([call.bias])[0]
+        if self.score_mod is not None:
+            q_idx, kv_idx, head = attention_ops.positions(
+                q_length, k_length, call.offset, 0, 4, heads
+            )
+            mod_bias = self.score_mod.bias(
+                q_idx, kv_idx, head, num_heads=heads[0], **call.context
+            )
+            bias = mod_bias if bias is None else bias + mod_bias
+        fused_mask = mask
+        if bias is not None and mask is not None:  # one or the other
+            bias = ops.where(mask, bias, mask_value("float32"))
+            fused_mask = None
         output = ops.dot_product_attention(
-            query, key, value, mask=mask, scale=scale
+            query, key, value, bias=bias, mask=fused_mask, scale=scale
         )  # (B, Tq, H, D)
         if mask is None:
             return output
@@ -587,9 +669,7 @@ class MultiHeadAttention(keras.layers.Layer):
         seen = ops.swapaxes(seen, 1, 2)  # (B, Tq, H, 1)
         return ops.where(seen, output, ops.zeros_like(output))
 
-    def _attention(
-        self, query, key, value, masks, causal, offset, return_weights, training
-    ):
+    def _attention(self, query, key, value, masks, call):
         """Attention of the projections `(B, *S, h, D)`.
 
         Returns the heads' outputs `(B, *S, H, Dv)` and the weights in the
@@ -599,29 +679,31 @@ class MultiHeadAttention(keras.layers.Layer):
         runs unless the weights are returned or dropout is active.
         """
         scale = self.score.dot_product_scale(self._key_dim)
-        use_dropout = self._dropout > 0.0 and bool(training)
-        mask_args = (causal, self.sliding_window, offset)
-        q_length, k_length = ops.shape(query)[1], ops.shape(key)[1]
-        if self._fusable(scale, query, return_weights, use_dropout):
-            mask = attention_ops.build_mask(
-                q_length, k_length, *masks, *mask_args, rank=4
-            )  # broadcastable to (B, H, Tq, Tk)
-            return self._fused_attention(query, key, value, mask, scale), None
+        use_dropout = self._dropout > 0.0 and bool(call.training)
+        if self._fusable(scale, query, use_dropout, call):
+            fused = self._fused_attention(query, key, value, masks, scale, call)
+            return fused, None
         q, k, v = (self._to_heads(x) for x in (query, key, value))
         score = None if scale is not None else self.score
         if scale not in (None, 1.0):
             q = q * ops.cast(scale, q.dtype)  # on q: O(T·D) not O(T²)
-        if self.chunk_size and not (return_weights or use_dropout):
+        mask_args = (call.use_causal_mask, self.sliding_window, call.offset)
+        if self.chunk_size and not (call.return_weights or use_dropout):
             output = chunked.chunked_attention(
-                q, k, v, self.chunk_size, score, *masks, *mask_args
-            )  # (B', H_kv, G, Tq, Dv)
+                q, k, v, self.chunk_size, score, *masks, *mask_args,
+                attention_bias=call.bias, score_mod=self.score_mod,
+                mask_mod=self.mask_mod, heads=(self.num_key_value_heads,
+                self._group), context=call.context,
+            )  # fmt: skip  # (B', H_kv, G, Tq, Dv)
             return self._from_heads(output, query), None
         mask = attention_ops.build_mask(
-            ops.shape(q)[-2], ops.shape(k)[-2], *masks, *mask_args, rank=5
-        )  # broadcastable to (B', H_kv, G, Tq, Tk)
+            ops.shape(q)[-2], ops.shape(k)[-2], *masks, *mask_args, rank=5,
+            mask_mod=self.mask_mod, heads=(self.num_key_value_heads,
+            self._group), context=call.context,
+        )  # fmt: skip  # broadcastable to (B', H_kv, G, Tq, Tk)
         dropout = self._dropout_layer if use_dropout else None
         output, weights = self._dense_attention(
-            q, k, v, mask, score, dropout, training
+            q, k, v, mask, score, dropout, call
         )
         return self._from_heads(output, query), weights
 
@@ -639,6 +721,8 @@ class MultiHeadAttention(keras.layers.Layer):
         use_causal_mask=False,
         cache=None,
         cache_update_index=None,
+        attention_bias=None,
+        segment_ids=None,
     ):
         key = value if key is None else key
         self._check_cache(query, cache, cache_update_index)
@@ -654,10 +738,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 key_mask=key_mask,
             )
         key_mask = attention_ops.and_masks(value_mask, key_mask)
-        query, value, key = (  # integer inputs too; no Keras mask rides on
-            attention_ops.without_mask(ops.cast(x, self.compute_dtype))
-            for x in (query, value, key)
+        query, value, key = (  # integer inputs too, as keras layers do
+            ops.cast(x, self.compute_dtype) for x in (query, value, key)
         )
+        if query_mask is not None or key_mask is not None:  # Keras masks
+            query, value, key = map(
+                attention_ops.without_mask, (query, value, key)
+            )
         if len(query.shape) == 3:
             query, key, value = hide_unseen_inputs(
                 query,
@@ -683,16 +770,17 @@ class MultiHeadAttention(keras.layers.Layer):
         masks = self._masks(
             query_mask, key_mask, attention_mask, projected_query, projected_key
         )
-        # 3. Attention per head: (B, *S, H, Dv).
-        output, weights = self._attention(
-            projected_query,
-            projected_key,
-            projected_value,
-            masks,
+        call = _Call(
             use_causal_mask,
             0 if cache_update_index is None else cache_update_index,
             return_attention_scores,
             training,
+            self._heads_bias(attention_bias, projected_query, projected_key),
+            {} if segment_ids is None else {"segment_ids": segment_ids},
+        )
+        # 3. Attention per head: (B, *S, H, Dv).
+        output, weights = self._attention(
+            projected_query, projected_key, projected_value, masks, call
         )
         # 4. Output: gate, output projection.
         if self._use_gate:
@@ -768,5 +856,7 @@ class MultiHeadAttention(keras.layers.Layer):
             num_key_value_heads=self.num_key_value_heads,
             rotary_max_wavelength=self.rotary_max_wavelength,
             chunk_size=self.chunk_size,
+            score_mod=mods.serialize(self.score_mod),
+            mask_mod=mods.serialize(self.mask_mod),
         )
         return config
