@@ -313,3 +313,19 @@ def test_layer_with_modifiers_saves_and_loads(tmp_path):
     model.save(tmp_path / "m.keras")
     restored = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(restored([X, SEGMENTS]), expected, atol=1e-6)
+
+
+def test_single_head_attention_takes_modifiers():
+    from keras_attention.layers import Attention
+
+    q = rng.normal(size=(B, T, D)).astype("float32")
+    plain = Attention(score="dot")
+    modified = Attention(
+        score="dot", score_mod=mods.ALiBi(num_heads=1), mask_mod=mods.Causal()
+    )
+    bias = reference_bias(mods.ALiBi(num_heads=1), heads=1)[:, 0]  # (1, T, T)
+    np.testing.assert_allclose(
+        modified(q, q),
+        plain(q, q, use_causal_mask=True, attention_bias=bias),
+        atol=1e-5,
+    )

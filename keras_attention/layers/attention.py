@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_attention import mods
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
@@ -70,6 +71,10 @@ class Attention(keras.layers.Layer):
         temperature: divides the scores before the softmax; `< 1` sharpens,
             `> 1` flattens. Defaults to `1.0`.
         seed: seed of the dropout. Defaults to `None`.
+        score_mod: optional `keras_attention.mods.ScoreMod`, applied to the
+            scores (after the temperature). Defaults to `None`.
+        mask_mod: optional `keras_attention.mods.MaskMod`. Defaults to
+            `None`.
 
     Call arguments:
         query: `(B, Tq, dq)`.
@@ -82,6 +87,9 @@ class Attention(keras.layers.Layer):
         use_causal_mask: whether query `i` only sees keys `j <= i`.
         return_attention_scores: whether to also return the weights.
         training: whether dropout is active.
+        attention_bias: optional float `(B, Tq, Tk)`-broadcastable, added
+            to the logits.
+        segment_ids: optional int `(B, T)` for a `DocumentMask`.
 
     Returns:
         `(B, Tq, dv)`, and the weights `(B, Tq, Tk)` if
@@ -98,13 +106,22 @@ class Attention(keras.layers.Layer):
     """
 
     def __init__(
-        self, score="scaled_dot", dropout=0.0, temperature=1.0, seed=None, **kw
+        self,
+        score="scaled_dot",
+        dropout=0.0,
+        temperature=1.0,
+        seed=None,
+        score_mod=None,
+        mask_mod=None,
+        **kwargs,
     ):
-        super().__init__(**kw)
+        super().__init__(**kwargs)
         utils.check_rate("dropout", dropout)
         utils.check_positive_number("temperature", temperature)
         utils.check_number("seed", seed, integer=True, allow_none=True)
         self.score = scores.get(score, dtype=self.dtype_policy)
+        self.score_mod = mods.get(score_mod, mods.ScoreMod)
+        self.mask_mod = mods.get(mask_mod, mods.MaskMod)
         self.dropout = dropout
         self.temperature = temperature
         self.seed = seed
@@ -132,8 +149,15 @@ class Attention(keras.layers.Layer):
             )
         if not self.score.built:
             self.score.build(query_shape, key_shape)
+        if self.score_mod is not None and not self.score_mod.built:
+            self.score_mod.build((1,))  # one head
         self._input_dims = (query_shape[-1], key_shape[-1])
         self.built = True
+
+    def _check_call(self, query, value, key, attention_mask, **masks):
+        check_call_shapes(query, value, key, attention_mask, **masks)
+        utils.check_shape("query", query, (None, None, self._input_dims[0]))
+        utils.check_shape("key", key, (None, None, self._input_dims[1]))
 
     def call(
         self,
@@ -147,12 +171,14 @@ class Attention(keras.layers.Layer):
         use_causal_mask=False,
         return_attention_scores=False,
         training=None,
+        attention_bias=None,
+        segment_ids=None,
     ):
         key = value if key is None else key
         query, value, key = (  # integer inputs too, as keras layers do
             ops.cast(x, self.compute_dtype) for x in (query, value, key)
         )
-        check_call_shapes(
+        self._check_call(
             query,
             value,
             key,
@@ -162,11 +188,10 @@ class Attention(keras.layers.Layer):
             key_mask=key_mask,
         )
         key_mask = attention_ops.and_masks(value_mask, key_mask)
-        utils.check_shape("query", query, (None, None, self._input_dims[0]))
-        utils.check_shape("key", key, (None, None, self._input_dims[1]))
         query, key, value = hide_unseen_inputs(
             query, key, value, query_mask, key_mask, attention_mask
         )
+        context = {} if segment_ids is None else {"segment_ids": segment_ids}
         mask = attention_ops.build_mask(
             ops.shape(query)[1],
             ops.shape(key)[1],
@@ -174,12 +199,17 @@ class Attention(keras.layers.Layer):
             key_mask,
             attention_mask,
             use_causal_mask,
+            mask_mod=self.mask_mod,
+            context=context,
         )  # broadcastable to (B, Tq, Tk), or None
-        scores_ = self.score(query, key)  # (B, Tq, Tk)
-        if self.temperature != 1.0:
-            scores_ = scores_ / self.temperature
+        logits = self.score(query, key) / self.temperature  # (B, Tq, Tk)
+        logits = attention_ops.modify_scores(
+            logits, self.score_mod, context=context
+        )
+        if attention_bias is not None:
+            logits = logits + ops.cast(attention_bias, logits.dtype)
         output, weights = attention_ops.attend(
-            scores_, value, mask, self.dropout_layer, training
+            logits, value, mask, self.dropout_layer, training
         )
         return utils.pack_outputs(
             output, weights if return_attention_scores else None
@@ -197,6 +227,8 @@ class Attention(keras.layers.Layer):
             "dropout": self.dropout,
             "temperature": self.temperature,
             "seed": self.seed,
+            "score_mod": mods.serialize(self.score_mod),
+            "mask_mod": mods.serialize(self.mask_mod),
         }
 
 

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_attention import mods
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
@@ -148,6 +149,8 @@ class _Block(keras.layers.Layer):
         rotary_max_wavelength=None,
         chunk_size=None,
         kernel_initializer="glorot_uniform",
+        score_mod=None,
+        mask_mod=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -177,9 +180,12 @@ class _Block(keras.layers.Layer):
         self.rotary_max_wavelength = rotary_max_wavelength
         self.chunk_size = chunk_size
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        # Self-attention's modifiers; a stack shares them between blocks.
+        self.score_mod = mods.get(score_mod, mods.ScoreMod)
+        self.mask_mod = mods.get(mask_mod, mods.MaskMod)
         self.supports_masking = True
 
-    def _attention(self, hidden_dim, name, rotary=True):
+    def _attention(self, hidden_dim, name, self_attention=True):
         key_dim = self.key_dim or max(hidden_dim // self.num_heads, 1)
         return MultiHeadAttention(
             self.num_heads,
@@ -190,11 +196,18 @@ class _Block(keras.layers.Layer):
             ),
             score=scores.get(self.score, dtype=self.dtype_policy),
             num_key_value_heads=self.num_key_value_heads,
-            # Positions are those of the sequence attending to itself.
-            rotary_max_wavelength=self.rotary_max_wavelength
-            if rotary
-            else None,
             chunk_size=self.chunk_size,
+            # Positions (rotary, modifiers) are those of a sequence
+            # attending to itself: self-attention only.
+            **(
+                dict(
+                    rotary_max_wavelength=self.rotary_max_wavelength,
+                    score_mod=self.score_mod,
+                    mask_mod=self.mask_mod,
+                )
+                if self_attention
+                else {}
+            ),
             name=name,
             dtype=self.dtype_policy,
         )
@@ -272,6 +285,8 @@ class _Block(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer
             ),
+            "score_mod": mods.serialize(self.score_mod),
+            "mask_mod": mods.serialize(self.mask_mod),
         }
 
 
@@ -341,6 +356,8 @@ class TransformerEncoderBlock(_Block):
         use_causal_mask=False,
         return_attention_scores=False,
         training=None,
+        segment_ids=None,
+        attention_bias=None,
     ):
         self._check_call(inputs, mask)
         inputs = attention_ops.hide_unseen(inputs, mask)  # padding: no NaN
@@ -355,6 +372,8 @@ class TransformerEncoderBlock(_Block):
                 use_causal_mask=use_causal_mask,
                 return_attention_scores=return_attention_scores,
                 training=training,
+                segment_ids=segment_ids,
+                attention_bias=attention_bias,
             ),
             self.self_attention_norm,
             training,
@@ -438,7 +457,7 @@ class TransformerDecoderBlock(_Block):
         self.cross_attention = None
         if encoder_outputs_shape is not None:
             self.cross_attention = self._attention(
-                inputs_shape[-1], "cross_attention", rotary=False
+                inputs_shape[-1], "cross_attention", self_attention=False
             )
             self.cross_attention.build(inputs_shape, encoder_outputs_shape)
             self.cross_attention_norm = self._norm(
@@ -458,6 +477,8 @@ class TransformerDecoderBlock(_Block):
         cross_attention_cache=None,
         return_attention_scores=False,
         training=None,
+        segment_ids=None,
+        attention_bias=None,
     ):
         self._check_encoder_outputs(encoder_outputs)
         self._check_call(inputs, mask, encoder_outputs, encoder_outputs_mask)
@@ -475,6 +496,8 @@ class TransformerDecoderBlock(_Block):
                 training=training,
                 cache=cache,
                 cache_update_index=cache_update_index,
+                segment_ids=segment_ids,
+                attention_bias=attention_bias,
             ),
             self.self_attention_norm,
             training,
@@ -603,6 +626,12 @@ class TransformerEncoder(keras.layers.Layer):
         super().__init__(**base)
         utils.check_positive_int("num_layers", num_layers)
         self.num_layers = num_layers
+        # One modifier for every block (a T5 bias is shared, as in T5).
+        for name, kind in (
+            ("score_mod", mods.ScoreMod),
+            ("mask_mod", mods.MaskMod),
+        ):
+            kwargs[name] = mods.get(kwargs.get(name), kind)
         self.blocks = [
             self.block_class(
                 **kwargs, name=f"block_{i}", dtype=self.dtype_policy
@@ -625,7 +654,12 @@ class TransformerEncoder(keras.layers.Layer):
             self.final_norm.build(inputs_shape)
 
     def call(
-        self, inputs, mask=None, return_attention_scores=False, training=None
+        self,
+        inputs,
+        mask=None,
+        return_attention_scores=False,
+        training=None,
+        segment_ids=None,
     ):
         x, weights = inputs, []
         for block in self.blocks:
@@ -634,6 +668,7 @@ class TransformerEncoder(keras.layers.Layer):
                 mask=mask,
                 return_attention_scores=return_attention_scores,
                 training=training,
+                segment_ids=segment_ids,
             )
             if return_attention_scores:
                 x, layer_weights = x
@@ -718,6 +753,7 @@ class TransformerDecoder(TransformerEncoder):
         cross_attention_cache=None,
         return_attention_scores=False,
         training=None,
+        segment_ids=None,
     ):
         self._check_caches(
             cache=cache, cross_attention_cache=cross_attention_cache
@@ -736,6 +772,7 @@ class TransformerDecoder(TransformerEncoder):
                 else cross_attention_cache[i],
                 return_attention_scores=return_attention_scores,
                 training=training,
+                segment_ids=segment_ids,
             )
             x, *extra = results if isinstance(results, tuple) else (results,)
             if return_attention_scores:

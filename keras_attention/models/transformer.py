@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_attention import mods
 from keras_attention import utils
 from keras_attention.constants import PAD_ID
 from keras_attention.constants import START_ID
@@ -32,6 +33,30 @@ def _check_arguments(config, *int_names, choices=()):
             "`hidden_dim` must be divisible by `num_heads`. "
             f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
         )
+    if config.get("positional") == "rotary" and (hidden_dim // num_heads) % 2:
+        raise ValueError(
+            '`positional="rotary"` needs an even head size `hidden_dim / '
+            f"num_heads`. Received: hidden_dim={hidden_dim}, "
+            f"num_heads={num_heads}"
+        )
+
+
+POSITIONALS = ("sinusoidal", "learned", "rotary", "alibi", "t5")
+
+
+def _positional(positional, causal):
+    """Where positions enter for a scheme: the embedding's `positional`
+    and the stack's block arguments (self-attention, `causal` or not)."""
+    if positional in ("sinusoidal", "learned"):
+        return positional, {}
+    if positional == "rotary":
+        return None, {"rotary_max_wavelength": 10000}
+    if positional == "alibi":
+        return None, {"score_mod": mods.ALiBi()}
+    # T5: one learned bias per stack, bidirectional in the encoder.
+    return None, {
+        "score_mod": mods.RelativePositionBias(bidirectional=not causal)
+    }
 
 
 class _TransformerParts:
@@ -42,13 +67,15 @@ class _TransformerParts:
     """
 
     def __init__(self, config, dtype):
+        embedding_positional, _ = _positional(config["positional"], False)
+
         # === Embeddings (√d-scaled tokens + positions, id 0 = padding) ===
         def embedding(side):
             return TokenAndPositionEmbedding(
                 config[f"{side}_vocab_size"],
                 config["hidden_dim"],
                 max_length=config["max_length"],
-                positional=config["positional"],
+                positional=embedding_positional,
                 name=f"{side}_embedding",
                 dtype=dtype,
             )
@@ -65,9 +92,16 @@ class _TransformerParts:
             norm_first=config["norm_first"],
             dtype=dtype,
         )
-        layers = config["num_layers"]
-        self.encoder = TransformerEncoder(layers, name="encoder", **blocks)
-        self.decoder = TransformerDecoder(layers, name="decoder", **blocks)
+        layers, positional = config["num_layers"], config["positional"]
+        self.encoder = TransformerEncoder(
+            layers,
+            name="encoder",
+            **blocks,
+            **_positional(positional, False)[1],
+        )
+        self.decoder = TransformerDecoder(
+            layers, name="decoder", **blocks, **_positional(positional, True)[1]
+        )
         # === Head ===
         self.dropout = Dropout(config["dropout"], name="dropout", dtype=dtype)
         self.logits = keras.layers.Dense(
@@ -123,7 +157,11 @@ class Transformer(Generator, keras.Model):
         max_length: longest source or target sequence. Defaults to `256`.
         norm_first: pre-norm (`True`) or post-norm blocks. Defaults to
             `True`.
-        positional: `"sinusoidal"` or `"learned"`. Defaults to
+        positional: where positions enter: `"sinusoidal"` or `"learned"`
+            (added to the embeddings), `"rotary"` (RoPE of queries and
+            keys), `"alibi"` (`mods.ALiBi`) or `"t5"` (a learned
+            `mods.RelativePositionBias` per stack, causal in the decoder),
+            the last three in self-attention only. Defaults to
             `"sinusoidal"`.
         share_embeddings: one embedding for source and target (and the
             logits' weights stay separate); needs equal vocabulary sizes.
@@ -193,7 +231,7 @@ class Transformer(Generator, keras.Model):
             "intermediate_dim",
             "max_length",
             choices=(
-                ("positional", ("sinusoidal", "learned")),
+                ("positional", POSITIONALS),
                 ("norm_first", (True, False)),
                 ("share_embeddings", (True, False)),
             ),
@@ -357,6 +395,8 @@ class TransformerClassifier(keras.Model):
         max_length: longest sequence. Defaults to `512`.
         pooling: `"cls"`, `"mean"` or `"attention"`. Defaults to `"cls"`.
         norm_first: pre-norm blocks. Defaults to `True`.
+        positional: as `Transformer`'s (T5's bias is bidirectional here).
+            Defaults to `"sinusoidal"`.
 
     Call arguments:
         inputs: int `(B, T)` token ids.
@@ -386,6 +426,7 @@ class TransformerClassifier(keras.Model):
         max_length=512,
         pooling="cls",
         norm_first=True,
+        positional="sinusoidal",
         dtype=None,
         **kwargs,
     ):
@@ -400,6 +441,7 @@ class TransformerClassifier(keras.Model):
             "max_length": max_length,
             "pooling": pooling,
             "norm_first": norm_first,
+            "positional": positional,
         }
         _check_arguments(
             config,
@@ -413,8 +455,10 @@ class TransformerClassifier(keras.Model):
             choices=(
                 ("pooling", self.poolings),
                 ("norm_first", (True, False)),
+                ("positional", POSITIONALS),
             ),
         )
+        embedding_positional, blocks = _positional(positional, False)
         dtype = utils.dtype_policy(dtype)
         tokens = keras.Input((None,), dtype="int32", name="tokens")
         x = (
@@ -426,6 +470,7 @@ class TransformerClassifier(keras.Model):
             vocab_size,
             hidden_dim,
             max_length=max_length,
+            positional=embedding_positional,
             name="embedding",
             dtype=dtype,
         )(x)
@@ -438,6 +483,7 @@ class TransformerClassifier(keras.Model):
             norm_first=norm_first,
             name="encoder",
             dtype=dtype,
+            **blocks,
         )(x)
         x = _pooling(pooling, dtype)(x)
         logits = keras.layers.Dense(num_classes, name="logits", dtype=dtype)(x)

@@ -233,3 +233,34 @@ def test_classifier_pooling_weights():
         cls.pooling_weights(SOURCE)
     with pytest.raises(ValueError, match="pooling"):
         TransformerClassifier(20, 2, pooling="max")
+
+
+@pytest.mark.parametrize("positional", ["rotary", "alibi", "t5"])
+def test_positional_schemes_decode_with_the_cache_and_round_trip(
+    positional, tmp_path
+):
+    model = small_transformer(positional=positional, dropout=0.0)
+    tokens = np.asarray(model.generate(SOURCE, 6))
+    target_in = np.concatenate([np.ones((2, 1), "int32"), tokens[:, :-1]], 1)
+    logits = np.array(model(inputs(target_in=target_in)))
+    logits[..., :2] = -np.inf
+    # The cache offsets rotary angles, ALiBi distances and T5 buckets.
+    np.testing.assert_array_equal(
+        tokens, np.where(tokens > 0, logits.argmax(-1), 0)
+    )
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(restored(inputs()), model(inputs()))
+    if positional == "t5":  # one bias per stack, shared by its blocks
+        biases = [w for w in model.weights if "embeddings" in w.path
+                  and "relative" in w.path]  # fmt: skip
+        assert len(biases) == 2
+
+
+@pytest.mark.parametrize("positional", ["rotary", "alibi", "t5"])
+def test_classifier_positional_schemes(positional):
+    model = TransformerClassifier(
+        20, 3, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=8,
+        positional=positional,
+    )  # fmt: skip
+    assert tuple(model(SOURCE).shape) == (2, 3)
