@@ -23,6 +23,7 @@ and the output is `a / l`. The module has four parts:
 - `_attend`: one query block over its key blocks, putting them together.
 """
 
+import math
 from typing import NamedTuple
 
 import keras
@@ -121,16 +122,6 @@ def _forward(query, values, block_logits, block_mask, num_chunks):
     maximum, total, accumulated = utils.fori_loop(num_chunks, step, init)
     total = ops.where(ops.greater(total, 0.0), total, 1.0)  # 0: sees no key
     return accumulated / total, maximum + ops.log(total)
-
-
-class _Block(NamedTuple):
-    """One key block's view of the call, built from the traced inputs."""
-
-    logits: object  # (index, raw dot logits or None) -> float32 logits
-    mask: object  # index -> bool mask
-    raw: object  # index -> float32 q kᵀ of the block
-    modifier_grads: object  # (index, raw, d_logits) -> (d_raw, d_weights)
-    bias_shape: object  # static shape of a bias block, or None
 
 
 def _backward(query, keys, values, block, output, log_total, upstream, n_bias):
@@ -277,94 +268,91 @@ def _block_inputs(query, key, masks, bias, context, num_chunks, chunk_size):
     return {name: x for name, x in given.items() if x is not None}
 
 
-def _make_block(settings, offset, key_start):
-    """`make_block(named, query, keys) -> _Block`: one key block's view.
+class _KeyBlocks:
+    """One query block's view of its key blocks, built from the tensors it
+    is given (inside a custom gradient, its own arguments: JAX refuses
+    values from outside)."""
 
-    Built from the tensors it is given (inside a custom gradient, its own
-    arguments: JAX refuses values from outside).
-    """
-    score = settings.score or scores.dot_logits
-
-    def make_block(named, query, keys):
-        rank = len(query.shape)
-        query_length, chunk = ops.shape(query)[-2], settings.chunk_size
-        context = {
+    def __init__(self, named, query, keys, settings, offset, key_start):
+        self.named, self.query, self.keys = named, query, keys
+        self.settings, self.key_start = settings, key_start
+        self.offset = named.get("offset", offset)
+        self.context = {
             name[len("context_") :]: x
             for name, x in named.items()
             if name.startswith("context_")
         }
-        position = named.get("offset", offset)
-
-        def key_offset(index):
-            return key_start + index * chunk
-
-        def mask(index):
-            attention_masks = named.get("attention_masks")
-            return attention_ops.build_mask(
-                query_length,
-                chunk,
-                named.get("query_mask"),
-                ops.take(named["key_masks"], index, axis=0),
-                None
-                if attention_masks is None
-                else ops.take(attention_masks, index, axis=0),
-                settings.use_causal_mask,
-                settings.sliding_window,
-                position,
-                key_offset(index),
-                rank,
-                mask_mod=settings.mask_mod,
-                heads=settings.heads,
-                context=context,
-            )  # (B, ..., Tq, c)-broadcastable
-
-        def raw(index):
-            chunk_key = ops.take(keys, index, axis=0)  # (..., c, D)
-            return ops.cast(score(query, chunk_key), "float32")
-
-        def logits(index, raw_logits=None):
-            raw_logits = raw(index) if raw_logits is None else raw_logits
-            result = attention_ops.modify_scores(
-                raw_logits,
-                settings.score_mod,
-                position,
-                key_offset(index),
-                settings.heads,
-                context,
-            )
-            if "biases" in named:
-                result = result + ops.take(named["biases"], index, axis=0)
-            return result
-
-        def modifier_grads(index, raw_logits, d_logits):
-            mod = settings.score_mod
-            if mod is None:
-                return d_logits, []
-            q_idx, kv_idx, head = attention_ops.positions(
-                query_length, chunk, position, key_offset(index), rank,
-                settings.heads,
-            )  # fmt: skip
-            info = dict(context, num_heads=max(1, _prod(settings.heads)))
-            d_raw = mod.logits_gradient(
-                raw_logits, d_logits, q_idx, kv_idx, head, **info
-            )
-            d_bias = ops.sum(d_logits, axis=0, keepdims=True)  # batch summed
-            return d_raw, mod.bias_gradients(
-                d_bias, q_idx, kv_idx, head, **info
-            )
-
         biases = named.get("biases")
-        bias_shape = None if biases is None else tuple(biases.shape[1:])
-        return _Block(logits, mask, raw, modifier_grads, bias_shape)
+        self.bias_shape = None if biases is None else tuple(biases.shape[1:])
+
+    def _positions(self, index):
+        """`(query positions, first key position)` of key block `index`."""
+        return self.offset, self.key_start + index * self.settings.chunk_size
+
+    def _block(self, name, index):
+        blocks = self.named.get(name)
+        return None if blocks is None else ops.take(blocks, index, axis=0)
+
+    def mask(self, index):
+        """bool `(B, ..., Tq, c)`-broadcastable mask of key block `index`."""
+        settings = self.settings
+        return attention_ops.build_mask(
+            ops.shape(self.query)[-2],
+            settings.chunk_size,
+            self.named.get("query_mask"),
+            self._block("key_masks", index),
+            self._block("attention_masks", index),
+            settings.use_causal_mask,
+            settings.sliding_window,
+            *self._positions(index),
+            len(self.query.shape),
+            mask_mod=settings.mask_mod,
+            heads=settings.heads,
+            context=self.context,
+        )
+
+    def raw(self, index):
+        """float32 scores `(..., Tq, c)` of key block `index`."""
+        score = self.settings.score or scores.dot_logits
+        chunk_key = ops.take(self.keys, index, axis=0)  # (..., c, D)
+        return ops.cast(score(self.query, chunk_key), "float32")
+
+    def logits(self, index, raw=None):
+        """Scores through the modifier, plus the bias: the softmax input."""
+        raw = self.raw(index) if raw is None else raw
+        result = attention_ops.modify_scores(
+            raw,
+            self.settings.score_mod,
+            *self._positions(index),
+            self.settings.heads,
+            self.context,
+        )
+        bias = self._block("biases", index)
+        return result if bias is None else result + bias
+
+    def modifier_grads(self, index, raw, d_logits):
+        """`(∂L/∂raw scores, ∂L/∂modifier weights)` from `∂L/∂logits`."""
+        mod = self.settings.score_mod
+        if mod is None:
+            return d_logits, []
+        q_idx, kv_idx, head = attention_ops.positions(
+            ops.shape(self.query)[-2], self.settings.chunk_size,
+            *self._positions(index), len(self.query.shape),
+            self.settings.heads,
+        )  # fmt: skip
+        info = dict(self.context, num_heads=math.prod(self.settings.heads))
+        d_raw = mod.logits_gradient(raw, d_logits, q_idx, kv_idx, head, **info)
+        d_bias = ops.sum(d_logits, axis=0, keepdims=True)  # batch summed
+        return d_raw, mod.bias_gradients(d_bias, q_idx, kv_idx, head, **info)
+
+
+def _make_block(settings, offset, key_start):
+    """`make_block(named, query, keys) -> _KeyBlocks`."""
+
+    def make_block(named, query, keys):
+        return _KeyBlocks(named, query, keys, settings, offset, key_start)
 
     return make_block
-
-
-def _prod(sizes):
-    result = 1
-    for size in sizes:
-        result *= size
-    return result
 
 
 def _attend(query, key, value, tensors, settings, offset, key_start):

@@ -707,6 +707,43 @@ class MultiHeadAttention(keras.layers.Layer):
         )
         return self._from_heads(output, query), weights
 
+    def _prepare(self, query, value, key, cache, index, **masks):
+        """Check the call; the inputs as compute-dtype tensors with no Keras
+        mask and nothing at the positions no output uses (NaN-safe), and
+        the combined key mask."""
+        self._check_cache(query, cache, index)
+        if len(query.shape) == 3:
+            check_call_shapes(
+                query,
+                value,
+                key,
+                masks["attention_mask"],
+                key_length=None if cache is None else cache.shape[2],
+                query_mask=masks["query_mask"],
+                value_mask=masks["value_mask"],
+                key_mask=masks["key_mask"],
+            )
+        key_mask = attention_ops.and_masks(
+            masks["value_mask"], masks["key_mask"]
+        )
+        query, value, key = (  # integer inputs too, as keras layers do
+            ops.cast(x, self.compute_dtype) for x in (query, value, key)
+        )
+        if masks["query_mask"] is not None or key_mask is not None:
+            query, value, key = map(
+                attention_ops.without_mask, (query, value, key)
+            )
+        if len(query.shape) == 3:
+            query, key, value = hide_unseen_inputs(
+                query,
+                key,
+                value,
+                masks["query_mask"],
+                None if cache is not None else key_mask,
+                None if cache is not None else masks["attention_mask"],
+            )
+        return query, value, key, key_mask
+
     def call(
         self,
         query,
@@ -725,35 +762,11 @@ class MultiHeadAttention(keras.layers.Layer):
         segment_ids=None,
     ):
         key = value if key is None else key
-        self._check_cache(query, cache, cache_update_index)
-        if len(query.shape) == 3:
-            check_call_shapes(
-                query,
-                value,
-                key,
-                attention_mask,
-                key_length=None if cache is None else cache.shape[2],
-                query_mask=query_mask,
-                value_mask=value_mask,
-                key_mask=key_mask,
-            )
-        key_mask = attention_ops.and_masks(value_mask, key_mask)
-        query, value, key = (  # integer inputs too, as keras layers do
-            ops.cast(x, self.compute_dtype) for x in (query, value, key)
-        )
-        if query_mask is not None or key_mask is not None:  # Keras masks
-            query, value, key = map(
-                attention_ops.without_mask, (query, value, key)
-            )
-        if len(query.shape) == 3:
-            query, key, value = hide_unseen_inputs(
-                query,
-                key,
-                value,
-                query_mask,
-                None if cache is not None else key_mask,
-                None if cache is not None else attention_mask,
-            )
+        query, value, key, key_mask = self._prepare(
+            query, value, key, cache, cache_update_index,
+            query_mask=query_mask, value_mask=value_mask, key_mask=key_mask,
+            attention_mask=attention_mask,
+        )  # fmt: skip
 
         # 1. Project: (B, *S, d) -> (B, *S, h, D), keras's layout.
         projected_query, projected_key, projected_value, cache = self._project(
@@ -764,9 +777,7 @@ class MultiHeadAttention(keras.layers.Layer):
             written = ops.arange(ops.shape(projected_key)[1]) < (
                 cache_update_index + ops.shape(query)[1]
             )
-            key_mask = attention_ops.and_masks(
-                key_mask, ops.expand_dims(written, 0)
-            )
+            key_mask = attention_ops.and_masks(key_mask, written[None])
         masks = self._masks(
             query_mask, key_mask, attention_mask, projected_query, projected_key
         )
