@@ -403,17 +403,23 @@ def _key_range(settings, query_start, query_stop):
 def _query_blocks(query, key, settings, offset):
     """`[(start, stop, key_low, key_high)]` query blocks, or `None`.
 
-    For static lengths and offset: queries in blocks of
-    `max(2 · chunk_size, Tq / 16)` (whole chunks), each visiting only the
-    keys its causal mask, window or mask modifier allows; `None` when no
-    block would skip anything.
+    For static lengths and offset: queries in blocks of whole chunks (about
+    a window's width for a local mask, `max(4 · chunk_size, Tq / 8)`
+    otherwise), each visiting only the keys its causal mask, window or mask
+    modifier allows; `None` when no block would skip anything.
     """
     length, key_length = query.shape[-2], key.shape[-2]
     if not all(isinstance(x, int) for x in (length, key_length, offset)):
         return None
     chunk = settings.chunk_size
-    size = max(2 * chunk, -(-length // 16))
-    size = -(-size // chunk) * chunk
+    # One query's visible keys: a local band (a window) wants small blocks,
+    # a causal triangle a few large ones (fewer, lighter loops).
+    low, high = _key_range(settings, length // 2, length // 2 + 1)
+    if high - low < length / 4:
+        size = max(2 * chunk, high - low)
+    else:
+        size = max(4 * chunk, -(-length // 8))
+    size = int(-(-size // chunk) * chunk)
     blocks = []
     for start in range(0, length, size):
         stop = min(start + size, length)

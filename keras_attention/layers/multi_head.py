@@ -169,6 +169,11 @@ class MultiHeadAttention(keras.layers.Layer):
             queries and keys. Defaults to `None`.
         chunk_size: if set, keys per block of the memory-efficient path.
             Defaults to `None`.
+        score_mod: optional `keras_attention.mods.ScoreMod` (ALiBi, T5
+            bias, soft-cap, ...) applied to every head's logits. Defaults
+            to `None`.
+        mask_mod: optional `keras_attention.mods.MaskMod` (causal, sliding
+            window, prefix, documents, ...). Defaults to `None`.
 
     Call arguments:
         query: `(B, Tq, dq)`.
@@ -184,6 +189,9 @@ class MultiHeadAttention(keras.layers.Layer):
         use_causal_mask: whether query `i` only sees keys `j <= i`.
         cache: optional `(B, 2, T_max, H_kv, D)` key/value cache.
         cache_update_index: int or scalar tensor, where the new keys go.
+        attention_bias: optional float tensor broadcastable to
+            `(B, H, Tq, Tk)`, added to the logits (after `score_mod`).
+        segment_ids: optional int `(B, T)` for a `mods.DocumentMask`.
 
     Returns:
         The output `(B, Tq, dq)` (or `output_shape`), then the weights

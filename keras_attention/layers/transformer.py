@@ -314,6 +314,8 @@ class TransformerEncoderBlock(_Block):
             `MultiHeadAttention` (rotary embedding applies to self-attention
             only). Default to `None`.
         kernel_initializer: Defaults to `"glorot_uniform"`.
+        score_mod, mask_mod: `keras_attention.mods` modifiers of the
+            self-attention (see `MultiHeadAttention`). Default to `None`.
 
     Call arguments:
         inputs: `(B, T, d)`.
@@ -322,6 +324,8 @@ class TransformerEncoderBlock(_Block):
         use_causal_mask: whether position `i` only sees `j <= i`.
         return_attention_scores: whether to also return the weights.
         training: whether dropout is active.
+        segment_ids: optional int `(B, T)` for a `mods.DocumentMask`.
+        attention_bias: optional float `(B, H, T, T)`-broadcastable.
 
     Returns:
         `(B, T, d)`, and the weights `(B, H, T, T)` if
@@ -426,6 +430,9 @@ class TransformerDecoderBlock(_Block):
             `encoder_outputs` again.
         return_attention_scores: whether to also return the weights.
         training: whether dropout is active.
+        segment_ids: optional int `(B, T_max)` for a `mods.DocumentMask`
+            of the self-attention.
+        attention_bias: optional float, added to the self-attention logits.
 
     Returns:
         `(B, T, d)`; then if `return_attention_scores` a dict with
@@ -604,6 +611,7 @@ class TransformerEncoder(keras.layers.Layer):
         return_attention_scores: whether to also return a list of weights
             `(B, H, T, T)`, one per block.
         training: whether dropout is active.
+        segment_ids: optional int `(B, T)` for a `mods.DocumentMask`.
 
     Returns:
         `(B, T, d)`, and the list of weights if `return_attention_scores`.
@@ -722,6 +730,7 @@ class TransformerDecoder(TransformerEncoder):
         return_attention_scores: whether to also return a list of weight
             dicts, one per block.
         training: whether dropout is active.
+        segment_ids: optional int `(B, T)` for a `mods.DocumentMask`.
 
     Returns:
         `(B, T, d)`; then the list of weights if `return_attention_scores`;
