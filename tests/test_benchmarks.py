@@ -19,6 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(__file__))
 EXPECTED_KEYS = {
     "backends": "results",
     "multi_head": "max_ratio",
+    "packed_sequences": "packed_speedup",
+    "score_mods": "memory_ratio",
     "long_sequence": "results",
     "decoding": "results",
     "rnn_decoder": "train_ratio",
