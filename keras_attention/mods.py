@@ -500,17 +500,19 @@ class _Combined(MaskMod):
             "mods": [keras.saving.serialize_keras_object(m) for m in self.mods]
         }
 
+    def call(self, q_idx, kv_idx, head, **context):
+        masks = [m(q_idx, kv_idx, head, **context) for m in self.mods]
+        result = masks[0]
+        for mask in masks[1:]:
+            result = self.combine(result, mask)
+        return result
+
 
 @register
 class And(_Combined):
     """Keys every one of `mods` allows (`a & b`)."""
 
-    def call(self, q_idx, kv_idx, head, **context):
-        masks = [m(q_idx, kv_idx, head, **context) for m in self.mods]
-        result = masks[0]
-        for mask in masks[1:]:
-            result = ops.logical_and(result, mask)
-        return result
+    combine = staticmethod(ops.logical_and)
 
     def key_range(self, query_start, query_stop):
         ranges = [m.key_range(query_start, query_stop) for m in self.mods]
@@ -524,12 +526,7 @@ class And(_Combined):
 class Or(_Combined):
     """Keys any of `mods` allows (`a | b`)."""
 
-    def call(self, q_idx, kv_idx, head, **context):
-        masks = [m(q_idx, kv_idx, head, **context) for m in self.mods]
-        result = masks[0]
-        for mask in masks[1:]:
-            result = ops.logical_or(result, mask)
-        return result
+    combine = staticmethod(ops.logical_or)
 
     def key_range(self, query_start, query_stop):
         ranges = [m.key_range(query_start, query_stop) for m in self.mods]

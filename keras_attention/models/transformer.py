@@ -366,6 +366,39 @@ class FirstToken(keras.layers.Layer):
         return (inputs_shape[0], inputs_shape[-1])
 
 
+def _classifier_graph(config, dtype):
+    """Token ids → embedding → encoder → pooling → logits, functional."""
+    positional, blocks = _positional(config["positional"], False)
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    x = tokens
+    if config["pooling"] == "cls":
+        x = PrependStart(name="prepend_cls")(tokens)
+    x = TokenAndPositionEmbedding(
+        config["vocab_size"],
+        config["hidden_dim"],
+        max_length=config["max_length"],
+        positional=positional,
+        name="embedding",
+        dtype=dtype,
+    )(x)
+    x = Dropout(config["dropout"], name="dropout", dtype=dtype)(x)
+    x = TransformerEncoder(
+        config["num_layers"],
+        num_heads=config["num_heads"],
+        intermediate_dim=config["intermediate_dim"],
+        dropout=config["dropout"],
+        norm_first=config["norm_first"],
+        name="encoder",
+        dtype=dtype,
+        **blocks,
+    )(x)
+    x = _pooling(config["pooling"], dtype)(x)
+    logits = keras.layers.Dense(
+        config["num_classes"], name="logits", dtype=dtype
+    )(x)
+    return tokens, logits
+
+
 def _pooling(pooling, dtype):
     """The layer that turns the encoder outputs `(B, T, d)` into `(B, d)`."""
     if pooling == "cls":
@@ -458,35 +491,8 @@ class TransformerClassifier(keras.Model):
                 ("positional", POSITIONALS),
             ),
         )
-        embedding_positional, blocks = _positional(positional, False)
         dtype = utils.dtype_policy(dtype)
-        tokens = keras.Input((None,), dtype="int32", name="tokens")
-        x = (
-            PrependStart(name="prepend_cls")(tokens)
-            if pooling == "cls"
-            else tokens
-        )
-        x = TokenAndPositionEmbedding(
-            vocab_size,
-            hidden_dim,
-            max_length=max_length,
-            positional=embedding_positional,
-            name="embedding",
-            dtype=dtype,
-        )(x)
-        x = Dropout(dropout, name="dropout", dtype=dtype)(x)
-        x = TransformerEncoder(
-            num_layers,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
-            dropout=dropout,
-            norm_first=norm_first,
-            name="encoder",
-            dtype=dtype,
-            **blocks,
-        )(x)
-        x = _pooling(pooling, dtype)(x)
-        logits = keras.layers.Dense(num_classes, name="logits", dtype=dtype)(x)
+        tokens, logits = _classifier_graph(config, dtype)
         super().__init__(tokens, logits, dtype=dtype, **kwargs)
         self._config, self._built_dtype = config, dtype
         for name, value in config.items():
