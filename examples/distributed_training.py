@@ -40,6 +40,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import quiet_start  # noqa: F401  (first: no TensorFlow start-up lines)
+
+# isort: split
 import keras  # noqa: E402
 import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402

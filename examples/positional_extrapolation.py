@@ -26,6 +26,9 @@ import argparse
 import os
 import time
 
+import quiet_start  # noqa: F401  (first: no TensorFlow start-up lines)
+
+# isort: split
 import keras
 import matplotlib
 import numpy as np

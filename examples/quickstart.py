@@ -13,6 +13,9 @@ token, which the script prints for one example.
 import argparse
 import os
 
+import quiet_start  # noqa: F401  (first: no TensorFlow start-up lines)
+
+# isort: split
 import keras
 import numpy as np
 

@@ -20,6 +20,9 @@ import subprocess
 import sys
 import time
 
+import quiet_start  # noqa: F401  (first: no TensorFlow start-up lines)
+
+# isort: split
 import keras
 import matplotlib
 import numpy as np

@@ -21,6 +21,9 @@ weights) and `bandwidth.png` (error vs bandwidth, with the learned one) to
 import argparse
 import os
 
+import quiet_start  # noqa: F401  (first: no TensorFlow start-up lines)
+
+# isort: split
 import keras
 import matplotlib
 import numpy as np

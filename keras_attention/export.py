@@ -9,8 +9,8 @@ import tensorflow as tf
 import tensorflow_text  # registers the WordPiece ops
 
 translator = tf.saved_model.load("translator")
-translator.translate(tf.constant(["this cat is very large"]))
-# {"translation": [b"este gato es muy grande"]}
+translator.translate(tf.constant(["This cat is very large."]))
+# {"translation": [b"Este gato es muy grande."], "truncated": [False]}
 ```
 """
 
@@ -25,7 +25,7 @@ METHODS = ("greedy", "beam")
 
 def _check_arguments(model, source_tokenizer, target_tokenizer, **options):
     """Raise before any tracing, naming the argument that cannot work."""
-    if not hasattr(model, "generate_function"):
+    if not hasattr(model, "check_lengths"):
         raise TypeError(
             "`model` must be a generating model (`Seq2Seq`, `Transformer`). "
             f"Received: model of type {type(model).__name__}"
@@ -40,16 +40,26 @@ def _check_arguments(model, source_tokenizer, target_tokenizer, **options):
                 f"Received: {type(tokenizer).__name__}"
             )
     utils.check_choice("method", options["method"], METHODS)
-    utils.check_positive_int("max_length", options["max_length"])
     utils.check_positive_int("beam_width", options["beam_width"])
-    utils.check_number(
-        "source_length",
-        options["source_length"],
-        1,
-        integer=True,
-        allow_none=True,
-    )
+    for name in ("max_length", "source_length"):
+        utils.check_number(name, options[name], 1, integer=True)
+        if model.max_positions and options[name] > model.max_positions:
+            raise ValueError(
+                f"Invalid value for argument `{name}`: more than the "
+                f"model's {model.max_positions} positions (its `max_length`). "
+                f"Received: {name}={options[name]}"
+            )
+    model.check_lengths(options["max_length"], options["source_length"])
     _check_vocabularies(model, source_tokenizer, target_tokenizer)
+
+
+def _default_lengths(model, max_length, source_length):
+    """The model's positions (or 64 for an RNN) unless given."""
+    if max_length is None:
+        max_length = model.max_positions or 64
+    if source_length is None:
+        source_length = model.max_positions or max_length
+    return max_length, source_length
 
 
 def _check_vocabularies(model, source_tokenizer, target_tokenizer):
@@ -71,14 +81,20 @@ def _check_vocabularies(model, source_tokenizer, target_tokenizer):
 class Translator(tf.Module):
     """Strings in, strings out: tokenizers around a model's `generate`.
 
+    `translate(texts)` returns `{"translation": tf.string (N,),
+    "truncated": tf.bool (N,)}`; `truncated` is `True` where the source had
+    more than `source_length` tokens and was cut to fit.
+
     Args:
         model: a model with `generate(source, max_length, method, ...)`
             (`keras_attention.models.Seq2Seq` or `Transformer`).
         source_tokenizer: `keras_attention.text.Tokenizer` of the source.
         target_tokenizer: `keras_attention.text.Tokenizer` of the target.
-        max_length: number of target tokens generated. Defaults to `64`.
+        max_length: number of target tokens generated. Defaults to the
+            model's positions (`Transformer`'s `max_length`), else `64`.
         source_length: source ids are truncated (keeping `[END]`) or padded
-            to this length. Defaults to `max_length`.
+            to this length. Defaults to the model's positions, else
+            `max_length`.
         method: `"greedy"` or `"beam"`. Defaults to `"greedy"`.
         beam_width: beams of beam search. Defaults to `4`.
     """
@@ -88,12 +104,16 @@ class Translator(tf.Module):
         model,
         source_tokenizer,
         target_tokenizer,
-        max_length=64,
+        max_length=None,
         source_length=None,
         method="greedy",
         beam_width=4,
     ):
         super().__init__()
+        if hasattr(model, "check_lengths"):
+            max_length, source_length = _default_lengths(
+                model, max_length, source_length
+            )
         _check_arguments(
             model,
             source_tokenizer,
@@ -107,14 +127,16 @@ class Translator(tf.Module):
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
         self.max_length = max_length
-        self.source_length = source_length or max_length
+        self.source_length = source_length
         self.method = method
         self.beam_width = beam_width
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def translate(self, texts):
-        """`tf.string (N,)` → `{"translation": tf.string (N,)}`."""
-        source = self.source_tokenizer(texts, max_length=self.source_length)
+        """`tf.string (N,)` → `{"translation", "truncated"}`, both `(N,)`."""
+        ids = self.source_tokenizer.tokenize(texts)  # ragged (N, None)
+        truncated = ids.row_lengths() > self.source_length
+        source = self.source_tokenizer.pad(ids, self.source_length)
         kwargs = (
             {"beam_width": self.beam_width} if self.method == "beam" else {}
         )
@@ -129,7 +151,10 @@ class Translator(tf.Module):
         # Nothing to translate (no piece once normalised: empty, blank or
         # only Unicode spaces) gives nothing, whatever the model would say.
         empty = tf.logical_not(tf.reduce_any(source >= UNK_ID, axis=1))
-        return {"translation": tf.where(empty, "", translation)}
+        return {
+            "translation": tf.where(empty, "", translation),
+            "truncated": truncated,
+        }
 
 
 def export_translator(
@@ -137,7 +162,7 @@ def export_translator(
     source_tokenizer,
     target_tokenizer,
     path,
-    max_length=64,
+    max_length=None,
     method="greedy",
     beam_width=4,
     source_length=None,
@@ -145,10 +170,11 @@ def export_translator(
     """Write a SavedModel that translates a batch of strings.
 
     Its `serving_default` signature (also callable as `loaded.translate`)
-    maps `tf.string [N]` to `{"translation": tf.string [N]}`. Empty (or
-    blank) strings give empty translations; sources longer than
-    `source_length` are truncated; invalid UTF-8 bytes are replaced, never
-    an error.
+    maps `tf.string [N]` to `{"translation": tf.string [N], "truncated":
+    tf.bool [N]}`. Empty (or blank) strings give empty translations;
+    sources longer than `source_length` tokens are truncated and flagged in
+    `truncated`; invalid UTF-8 bytes are replaced, never an error. The
+    arguments are checked before anything is traced.
     `saved_model_cli show --all --dir PATH` describes it.
 
     Args:
@@ -156,11 +182,12 @@ def export_translator(
         source_tokenizer: `keras_attention.text.Tokenizer` of the source.
         target_tokenizer: `keras_attention.text.Tokenizer` of the target.
         path: directory to write.
-        max_length: number of target tokens generated. Defaults to `64`.
+        max_length: number of target tokens generated. Defaults to the
+            model's positions (`Transformer`'s `max_length`), else `64`.
         method: `"greedy"` or `"beam"`. Defaults to `"greedy"`.
         beam_width: beams of beam search. Defaults to `4`.
         source_length: source length the model is fed (truncate or pad).
-            Defaults to `max_length`.
+            Defaults to the model's positions, else `max_length`.
 
     Returns:
         The `Translator` module that was saved (callable in-process).

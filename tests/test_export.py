@@ -10,7 +10,9 @@ import tensorflow as tf
 
 from keras_attention import text
 from keras_attention.datasets import toy_translation
+from keras_attention.export import Translator
 from keras_attention.export import export_translator
+from keras_attention.models import Seq2Seq
 from keras_attention.models import Transformer
 
 pytestmark = (
@@ -57,9 +59,38 @@ def exported(tmp_path_factory):
 
 def test_in_process_translator_handles_bad_input(exported):
     _, translator = exported
-    out = translator.translate(tf.constant(INPUTS))["translation"]
+    outputs = translator.translate(tf.constant(INPUTS))
+    out = outputs["translation"]
     assert out.shape == (len(INPUTS),) and out.dtype == tf.string
     assert [out.numpy()[i] for i in BLANK] == [b""] * len(BLANK)
+    # Only the 200-word input was cut to the source length, and says so.
+    truncated = outputs["truncated"].numpy()
+    assert list(truncated) == [i == 2 for i in range(len(INPUTS))]
+
+
+def test_lengths_default_to_the_models_positions(exported):
+    _, translator = exported
+    source, target = translator.source_tokenizer, translator.target_tokenizer
+    defaults = Translator(translator.model, source, target)
+    assert (defaults.max_length, defaults.source_length) == (16, 16)
+    rnn = Seq2Seq(
+        source.vocabulary_size, target.vocabulary_size, embedding_dim=4,
+        units=4,
+    )  # fmt: skip
+    rnn_defaults = Translator(rnn, source, target, max_length=20)
+    assert (rnn_defaults.max_length, rnn_defaults.source_length) == (20, 20)
+    assert Translator(rnn, source, target).max_length == 64
+
+
+@pytest.mark.parametrize("name", ["max_length", "source_length"])
+def test_lengths_beyond_the_positions_fail_before_tracing(exported, name):
+    _, translator = exported
+    source, target = translator.source_tokenizer, translator.target_tokenizer
+    with pytest.raises(ValueError, match=f"`{name}`") as error:
+        export_translator(
+            translator.model, source, target, "unused", **{name: 17}
+        )
+    assert "\n" not in str(error.value)  # one line, no traced-code dump
 
 
 def test_vocabulary_sizes_are_checked_before_export(exported):

@@ -101,6 +101,16 @@ def test_bad_vocabulary_and_arguments_raise():
         text.build_vocabulary(["a b"], size=3)
     with pytest.raises(ValueError, match="empty"):
         text.build_vocabulary([], size=30)
+    with pytest.raises(ValueError, match="no words"):
+        text.build_vocabulary([" ", ""], size=30)
+    with pytest.raises(ValueError, match="`size`"):
+        text.build_vocabulary(["abcdefghijklmnopqrstuvwxyz"], size=10)
+    with pytest.raises(ValueError, match="`min_count`"):
+        text.build_vocabulary(["a b"], size=30, min_count=0)
+    with pytest.raises(ValueError, match="`lower_case`"):
+        text.Tokenizer(["[PAD]", "[START]", "[END]", "[UNK]"], lower_case=1)
+    with pytest.raises(TypeError, match="`unknown_text`"):
+        text.Tokenizer(["[PAD]", "[START]", "[END]", "[UNK]"], unknown_text=0)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +128,89 @@ def test_detokenize_out_of_range_reads_unk_in_a_graph(tokenizer):
     inside = tokenizer(["the cat"])[:, 1:2]  # one real piece
     ids = tf.concat([inside, [[tokenizer.vocabulary_size + 7]], [[-3]]], 1)
     out = detokenize(ids).numpy()[0].decode()
-    assert out.split()[1:] == ["[UNK]", "[UNK]"]
+    assert out.split()[1:] == ["⁇", "⁇"]
+
+
+NAMES = ["Tom", "Mary", "Ana", "Luis"]
+PLACES = ["la estación", "el parque", "Madrid", "la casa de Tom"]
+
+
+def cased_corpus(n, seed=0):
+    """Cased Spanish-like sentences with the punctuation of real text."""
+    rng = np.random.default_rng(seed)
+    forms = [
+        "¿Dónde está {name}?",
+        "¡{name} llegó a {place}!",
+        "{name} dijo: «No sé», y se fue a {place}.",
+        "Son las {hour}:30, {name}.",
+        "{name} pagó {big} pesos (y 3.5 más) en {place}...",
+        "It's {name}'s well-known house.",
+    ]
+    return [
+        rng.choice(forms).format(
+            name=rng.choice(NAMES),
+            place=rng.choice(PLACES),
+            hour=rng.integers(1, 13),
+            big=f"{rng.integers(1, 10)},{rng.integers(100, 1000)}",
+        )
+        for _ in range(n)
+    ]
+
+
+def test_cased_round_trip_reads_as_the_original_text():
+    corpus = cased_corpus(300)
+    vocab = text.build_vocabulary(corpus, size=400, lower_case=False)
+    tokenizer = text.Tokenizer(vocab, lower_case=False)
+    decoded = tokenizer.detokenize(tokenizer(corpus)).numpy()
+    assert [s.decode() for s in decoded] == corpus
+
+
+@pytest.mark.parametrize(
+    "words, joined",
+    [
+        ("¿ dónde está tom ?", "¿dónde está tom?"),
+        ("hola , ¡ qué bien !", "hola, ¡qué bien!"),
+        ("don ' t ( really )", "don't (really)"),
+        ("well - known 3 . 5 1 , 000 10 : 30", "well-known 3.5 1,000 10:30"),
+        ("a , b", "a, b"),
+        ("", ""),
+    ],
+)
+def test_join_words_attaches_punctuation(words, joined):
+    assert text.join_words([words]).numpy()[0].decode() == joined
+
+
+@pytest.mark.parametrize("unknown_text", ["", "<?>", "\\1 [UNK]"])
+def test_unknown_text_replaces_unknown_ids(tokenizer, unknown_text):
+    config = {**tokenizer.get_config(), "unknown_text": unknown_text}
+    custom = text.Tokenizer.from_config(config)
+    ids = custom(["the cat Ω"])
+    for detokenize in (custom.detokenize, tf.function(custom.detokenize)):
+        out = detokenize(ids).numpy()[0].decode()
+        assert out == f"the cat {unknown_text}".strip()
+
+
+def test_build_vocabulary_reaches_the_requested_size():
+    # 3,000 made-up words with Zipf-like counts: a vocabulary can be any
+    # size between the alphabet and every word.
+    rng = np.random.default_rng(0)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    words = ["".join(rng.choice(letters, 6)) for _ in range(3000)]
+    counts = (3000 / np.arange(1, 3001)).astype(int) + 1
+    corpus = [" ".join([w] * c) for w, c in zip(words, counts)]
+    sizes = {}
+    for size in (300, 1000, 1500):
+        vocab = text.build_vocabulary(corpus, size=size)
+        assert 0.8 * size <= len(vocab) <= size, (size, len(vocab))
+        sizes[size] = vocab
+    # A large enough size keeps every word whole (min_count=1).
+    everything = text.build_vocabulary(corpus, size=5000)
+    assert set(words) <= set(everything)
+    # A minimum count leaves rarer words out.
+    frequent = text.build_vocabulary(corpus, size=5000, min_count=20)
+    assert set(frequent) & set(words) == {
+        w for w, c in zip(words, counts) if c >= 20
+    }
 
 
 def test_build_vocabulary_rejects_one_string_and_non_strings():

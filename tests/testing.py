@@ -1,6 +1,7 @@
 """Shared test helper: `check_layer`, the project's `run_layer_test`."""
 
 import os
+import sys
 import tempfile
 
 import keras
@@ -103,10 +104,14 @@ def load_example(name, folder="examples"):
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / folder / name
-    spec = importlib.util.spec_from_file_location(name, f"{path}.py")
+    folder = pathlib.Path(__file__).resolve().parents[1] / folder
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(folder))  # as when run as a script
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
     return module
 
 

@@ -199,6 +199,15 @@ class Generator:
     def from_config(cls, config):
         return cls(**config)
 
+    @property
+    def max_positions(self):
+        """The longest sequence the model reads, `None` if unlimited."""
+        return None
+
+    def check_lengths(self, max_length, source_length=None):
+        """Raise a `ValueError` (before any tracing) for lengths the model
+        cannot decode; `source_length` is `None` when unknown."""
+
     def generate_function(
         self, source, max_length, return_attention=False, seed=None, **options
     ):
@@ -211,6 +220,7 @@ class Generator:
         utils.check_positive_int("max_length", max_length)
         check_inputs({"source": source}, source=self.source_vocab_size)
         source = ops.cast(source, "int32")
+        self.check_lengths(max_length, source.shape[1])
         state = self.decoding_state(source, max_length)
 
         def step_fn(tokens, state, index):
@@ -261,6 +271,8 @@ class Generator:
         utils.check_positive_int("max_length", max_length)
         check_inputs({"source": source}, source=self.source_vocab_size)
         utils.check_number("seed", seed, integer=True, allow_none=True)
+        source = ops.convert_to_tensor(source, "int32")
+        self.check_lengths(max_length, source.shape[1])
         key = (int(max_length), options, bool(return_attention))
         functions = self.__dict__.setdefault("_generate_functions", {})
         if key not in functions:
@@ -276,5 +288,4 @@ class Generator:
             )
         if seed is None:
             seed = random.randrange(1 << 31)
-        source = ops.convert_to_tensor(source, "int32")
         return functions[key](source, ops.convert_to_tensor(seed, "int32"))

@@ -284,13 +284,28 @@ class Transformer(Generator, keras.Model):
 
     # === Generation (see `Generator`) ===
 
-    def decoding_state(self, source, max_length):
+    @property
+    def max_positions(self):
+        """The longest source or target sequence (`max_length`)."""
+        return self.max_length
+
+    def check_lengths(self, max_length, source_length=None):
         if self.positional == "learned" and max_length > self.max_length:
             raise ValueError(
-                "Cannot generate more tokens than the model's learned "
-                f"positions. Received: max_length={max_length}, model "
+                "Invalid value for argument `max_length`: cannot generate "
+                "more tokens than the model's learned positions. Received: "
+                f"max_length={max_length}, model max_length={self.max_length}"
+            )
+        if self.positional in ("sinusoidal", "learned") and (
+            source_length or 0
+        ) > self.max_length:
+            raise ValueError(
+                "Invalid source length: longer than the model's positions. "
+                f"Received: source length {source_length}, model "
                 f"max_length={self.max_length}"
             )
+
+    def decoding_state(self, source, max_length):
         memory = self._parts.encode(source)  # (B, S, d)
         # One self-attention cache per block, and the source's
         # cross-attention keys/values projected once.

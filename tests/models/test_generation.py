@@ -50,6 +50,22 @@ def test_one_compiled_function_serves_every_batch_and_source_length(model):
         source = np.random.default_rng(batch).integers(3, 12, (batch, length))
         assert model.generate(source, 4).shape == (batch, 4)
     assert model._generate_functions == functions  # nothing new compiled
+    if keras.config.backend() == "tensorflow":  # and nothing retraced
+        function = functions[(4, DecodingOptions(), False)]
+        assert function.experimental_get_tracing_count() == 1
+
+
+def test_lengths_beyond_learned_positions_fail_before_tracing():
+    model = Transformer(
+        12, 10, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=8,
+        max_length=6, positional="learned",
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="`max_length`") as error:
+        model.generate(SOURCE, 7)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="source length"):
+        model.generate(np.ones((1, 7), "int32"), 3)
+    assert not getattr(model, "_generate_functions", None)
 
 
 def test_seeded_sampling_repeats_and_unseeded_sampling_varies(model):
