@@ -9,7 +9,7 @@ PYTEST := $(BIN)/python -m pytest -q -n 2
 PYTEST_ARGS ?=
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install install-torch demo test test-jax test-torch lint docs bench clean
+.PHONY: install install-torch demo test test-jax test-torch lint docs bench package clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,8 +54,19 @@ test-torch: install-torch
 docs: install
 	$(BIN)/mkdocs build --strict --site-dir site
 
+# What users install: sdist + wheel, the wheel into a clean virtualenv
+# (no project checkout on its path), then the quickstart run from it.
+WHEEL_VENV := .wheel-venv
+package: install
+	rm -rf dist $(WHEEL_VENV)
+	$(BIN)/python -m build --outdir dist .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q dist/*.whl
+	cd dist && ../$(WHEEL_VENV)/bin/python ../examples/quickstart.py --quick --out ../out/quickstart-wheel
+	cd dist && ../$(WHEEL_VENV)/bin/python -c "import keras_attention, sys; assert 'site-packages' in keras_attention.__file__, keras_attention.__file__; print('installed', keras_attention.__version__, 'from', keras_attention.__file__)"
+
 bench: install
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) site out .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) $(WHEEL_VENV) dist site out .pytest_cache .hypothesis *.egg-info

@@ -42,6 +42,7 @@ import sacrebleu  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_attention import text  # noqa: E402
+from keras_attention.callbacks import TimeLimit  # noqa: E402
 from keras_attention.constants import END_ID  # noqa: E402
 from keras_attention.constants import PAD_ID  # noqa: E402
 from keras_attention.constants import START_ID  # noqa: E402
@@ -238,25 +239,6 @@ def tokenizers(train_src, train_tgt, args):
     )
 
 
-class Budget(keras.callbacks.Callback):
-    """Stop after the epoch that reaches `seconds`; record epoch times."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds, self.epoch_times = seconds, []
-
-    def on_train_begin(self, logs=None):
-        self.start = self.epoch_start = time.perf_counter()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        now = time.perf_counter()
-        self.epoch_times.append(now - self.epoch_start)
-        self.model.stop_training = now - self.start >= self.seconds
-
-
 def translate_all(translate, model, method, sources, source_tokenizer, tgt):
     start, outputs = time.perf_counter(), []
     for i in range(0, len(sources), 250):
@@ -275,16 +257,20 @@ def run(name, data, toks, args):
     batches = text.translation_batches(
         train_src, train_tgt, *toks, batch_size=64, max_length=MAX_LENGTH
     )
-    budget = Budget(args.budget)
+    budget = TimeLimit(args.budget)
     start = time.perf_counter()
     history = model.fit(
-        batches, epochs=args.epochs, callbacks=[budget], verbose=args.verbose
+        batches,
+        epochs=args.epochs,
+        callbacks=[budget],
+        shuffle=False,  # the batches are reshuffled every epoch
+        verbose=args.verbose,
     )
     result = {
         "params": model.count_params(),
-        "epochs": len(budget.epoch_times),
+        "epochs": len(budget.epoch_seconds),
         "train_seconds": round(time.perf_counter() - start, 1),
-        "seconds_per_epoch": round(float(np.median(budget.epoch_times)), 1),
+        "seconds_per_epoch": round(float(np.median(budget.epoch_seconds)), 1),
         "final_loss": round(history.history["loss"][-1], 3),
     }
     for method in methods:

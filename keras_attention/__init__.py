@@ -1,5 +1,6 @@
 """keras-attention: every attention building block for Keras 3."""
 
+from keras_attention import callbacks
 from keras_attention import chunked
 from keras_attention import constants
 from keras_attention import decoding

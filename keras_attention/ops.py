@@ -332,7 +332,8 @@ def rotary_embedding(inputs, positions, max_wavelength=10000):
         )
     exponents = ops.arange(0, dim, 2, dtype="float32") / dim  # (D/2,)
     inverse_frequency = 1.0 / ops.power(float(max_wavelength), exponents)
-    angles = ops.cast(positions, "float32")[..., None] * inverse_frequency
+    positions = ops.expand_dims(ops.cast(positions, "float32"), -1)
+    angles = positions * inverse_frequency  # (..., D/2)
     angles = ops.concatenate([angles, angles], axis=-1)  # (..., D)
     x = ops.cast(inputs, "float32")
     first, second = ops.split(x, 2, axis=-1)

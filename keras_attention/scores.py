@@ -45,7 +45,7 @@ def dot_logits(query, key):
     dtypes = {keras.backend.standardize_dtype(x.dtype) for x in (query, key)}
     if "float16" in dtypes:
         query, key = ops.cast(query, "float32"), ops.cast(key, "float32")
-    return ops.einsum("...qd,...kd->...qk", query, key)
+    return ops.matmul(query, _transpose_last(key))
 
 
 class Score(keras.layers.Layer):
@@ -343,7 +343,8 @@ class Additive(Score):
         """Scores from raw queries and keys already passed to `project_key`."""
         projected_query = ops.matmul(query, self.query_kernel)  # (..., Tq, U)
         hidden = (
-            projected_query[..., :, None, :] + projected_key[..., None, :, :]
+            ops.expand_dims(projected_query, -2)  # (..., Tq, 1, U)
+            + ops.expand_dims(projected_key, -3)  # (..., 1, Tk, U)
         )
         v = self.v
         if self.normalize:
@@ -509,8 +510,8 @@ class Distance(Score):
         key = ops.cast(key, "float32")
         # ‖q − k‖² = ‖q‖² + ‖k‖² − 2 qᵀk, without a (Tq, Tk, D) tensor.
         squared = (
-            ops.sum(ops.square(query), axis=-1)[..., :, None]
-            + ops.sum(ops.square(key), axis=-1)[..., None, :]
+            ops.sum(ops.square(query), axis=-1, keepdims=True)
+            + ops.expand_dims(ops.sum(ops.square(key), axis=-1), -2)
             - 2.0 * ops.matmul(query, _transpose_last(key))
         )  # (..., Tq, Tk)
         squared = ops.maximum(squared, self.epsilon**2)

@@ -234,3 +234,37 @@ def test_tokenizer_rejects_bad_vocabularies_and_inputs(tokenizer):
         tokenizer("one string, not a batch")
     with pytest.raises(ValueError, match="texts"):
         tokenizer([[b"nested"]])
+
+
+def test_translation_batches_hold_every_pair_once_with_little_padding():
+    sources, targets = toy_translation(700, seed=1)
+    tokenizers = [
+        text.Tokenizer(text.build_vocabulary(texts, size=300))
+        for texts in (sources, targets)
+    ]
+    batches = text.translation_batches(
+        sources, targets, *tokenizers, batch_size=32
+    )
+    seen, padding, total, count = [], 0, 0, 0
+    for inputs, target_out in batches:
+        source, target_in = inputs["source"].numpy(), inputs["target_in"]
+        target_out = target_out.numpy()
+        # Teacher forcing: target_out is target_in shifted left by one.
+        np.testing.assert_array_equal(target_in.numpy()[:, 1:],
+                                      target_out[:, :-1])  # fmt: skip
+        assert (target_in.numpy()[:, 0] == text.START_ID).all()
+        seen += [tuple(row[row > 0]) for row in source]
+        padding += int((target_out == text.PAD_ID).sum())
+        total += target_out.size
+        count += 1
+    expected = [tuple(row[row > 0]) for row in tokenizers[0](sources).numpy()]
+    assert sorted(seen) == sorted(expected)
+    assert count == int(batches.cardinality())
+    assert padding / total < 0.15  # batched by length
+
+
+def test_translation_batches_check_their_arguments(tokenizer):
+    with pytest.raises(ValueError, match="`sources`"):
+        text.translation_batches(["a"], [], tokenizer, tokenizer)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        text.translation_batches(["a"], ["b"], tokenizer, tokenizer, 0)

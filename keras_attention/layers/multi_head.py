@@ -785,7 +785,9 @@ class MultiHeadAttention(keras.layers.Layer):
             written = ops.arange(ops.shape(projected_key)[1]) < (
                 cache_update_index + ops.shape(query)[1]
             )
-            key_mask = attention_ops.and_masks(key_mask, written[None])
+            key_mask = attention_ops.and_masks(
+                key_mask, ops.expand_dims(written, 0)
+            )
         masks = self._masks(
             query_mask, key_mask, attention_mask, projected_query, projected_key
         )

@@ -52,7 +52,7 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
         # Feature 2i and 2i+1 share the frequency λ^(-2i/d).
         exponents = ops.cast(2 * (ops.arange(dim) // 2), "float32") / dim
         frequencies = ops.power(1.0 / self.max_wavelength, exponents)  # (d,)
-        angles = positions[:, None] * frequencies[None, :]  # (T, d)
+        angles = ops.expand_dims(positions, 1) * frequencies  # (T, d)
         is_cosine = ops.equal(ops.arange(dim) % 2, 1)  # odd features
         encoding = ops.where(is_cosine, ops.cos(angles), ops.sin(angles))
         encoding = ops.cast(encoding, self.compute_dtype)
@@ -326,7 +326,7 @@ class RotaryEmbedding(keras.layers.Layer):
             )
         positions = ops.arange(ops.shape(inputs)[1]) + start_index  # (T,)
         for _ in range(len(inputs.shape) - 3):
-            positions = positions[:, None]  # (T, 1) for (B, T, H, D)
+            positions = ops.expand_dims(positions, 1)  # (T, 1): (B, T, H, D)
         return attention_ops.rotary_embedding(
             inputs, positions, self.max_wavelength
         )

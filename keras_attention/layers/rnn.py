@@ -75,7 +75,7 @@ class AttentionMechanism(keras.layers.Layer):
         memory = attention_ops.hide_unseen(memory, memory_mask)
         keys = self.project_memory(memory) if keys is None else keys
         context, alignments = self.attend(
-            query[:, None, :], memory, keys, memory_mask
+            ops.expand_dims(query, 1), memory, keys, memory_mask
         )
         return context[:, 0, :], alignments[:, 0, :]  # (B, d), (B, S)
 

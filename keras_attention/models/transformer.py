@@ -296,9 +296,10 @@ class Transformer(Generator, keras.Model):
                 "more tokens than the model's learned positions. Received: "
                 f"max_length={max_length}, model max_length={self.max_length}"
             )
-        if self.positional in ("sinusoidal", "learned") and (
-            source_length or 0
-        ) > self.max_length:
+        if (
+            self.positional in ("sinusoidal", "learned")
+            and (source_length or 0) > self.max_length
+        ):
             raise ValueError(
                 "Invalid source length: longer than the model's positions. "
                 f"Received: source length {source_length}, model "

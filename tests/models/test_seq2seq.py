@@ -45,6 +45,7 @@ def test_forward_shape_and_config_round_trip(model):
     [
         {"cell": "lstm", "num_layers": 2},
         {"attention": "luong", "bidirectional": False},
+        {"output_norm": False},  # the classic head: tanh output → logits
     ],
 )
 def test_variants_build_and_generate(kwargs):
@@ -171,3 +172,13 @@ def test_generate_function_exports_to_a_saved_model(model, tmp_path):
     assert "keras_attention" not in result.stderr
     tokens = eval(result.stdout.strip().splitlines()[-1])
     np.testing.assert_array_equal(tokens, expected)
+
+
+def test_output_norm_is_a_layer_norm_before_the_logits():
+    with_norm, classic = tiny(), tiny(output_norm=False)
+    names = {w.path.split("/")[0] for w in with_norm.weights}
+    assert "output_norm" in names
+    assert "output_norm" not in {w.path.split("/")[0] for w in classic.weights}
+    assert with_norm.count_params() == classic.count_params() + 2 * 5
+    with pytest.raises(ValueError, match="output_norm"):
+        tiny(output_norm="yes")
