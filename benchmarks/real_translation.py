@@ -31,6 +31,7 @@ seconds to translate the held-out sentences.
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -64,7 +65,8 @@ def loss():
 
 
 def seq2seq(source_vocab, target_vocab, quick):
-    model = Seq2Seq(source_vocab, target_vocab)
+    small = {"embedding_dim": 16, "units": 32} if quick else {}
+    model = Seq2Seq(source_vocab, target_vocab, **small)
     model.compile(optimizer=keras.optimizers.Adam(), loss=loss())
     return model
 
@@ -128,23 +130,21 @@ def tutorial_rnn(source_vocab, target_vocab, quick, units=256):
     return model
 
 
-@tf.function(reduce_retracing=True)
-def _tutorial_greedy(step, encode, source, max_length):
-    context = encode(source)
-    batch = tf.shape(source)[0]
-    token = tf.fill([batch, 1], START_ID)
-    state = tf.zeros([batch, step.inputs[2].shape[-1]])
-    mask = tf.not_equal(source, PAD_ID)[:, None, :]
-    tokens = tf.TensorArray(tf.int32, size=max_length)
-    for i in tf.range(max_length):
-        logits, state = step([token, context, state, mask])
-        token = tf.argmax(logits[:, -1], -1, output_type=tf.int32)[:, None]
-        tokens = tokens.write(i, token[:, 0])
-    return tf.transpose(tokens.stack())
-
-
 def tutorial_translate(model, source, method):
-    return _tutorial_greedy(model.step, model.encode, source, MAX_LENGTH)
+    """Greedy decoding step by step, as the tutorial's translate loop."""
+    context = model.encode(source, training=False)
+    batch = source.shape[0]
+    token = np.full((batch, 1), START_ID, "int32")
+    state = np.zeros((batch, model.step.inputs[2].shape[-1]), "float32")
+    mask = np.not_equal(source, PAD_ID)[:, None, :]
+    tokens = []
+    for _ in range(MAX_LENGTH):
+        inputs = [token, context, state, mask]
+        logits, state = model.step([tf.constant(x) for x in inputs])
+        token = np.argmax(np.asarray(logits)[:, -1], -1).astype("int32")
+        tokens.append(token)
+        token = token[:, None]
+    return np.stack(tokens, axis=1)
 
 
 # === The keras.io English-to-Spanish Transformer ===
@@ -193,11 +193,13 @@ def keras_io_transformer(source_vocab, target_vocab, quick):
 
 def keras_io_translate(model, source, method):
     """The tutorial's decoding: re-run the model on the growing prefix."""
-    forward = tf.function(lambda inputs: model(inputs), reduce_retracing=True)
     batch = source.shape[0]
     target = np.full((batch, 1), START_ID, "int32")
     for _ in range(MAX_LENGTH):
-        logits = forward({"source": source, "target_in": target})
+        logits = model(
+            {"source": tf.constant(source), "target_in": tf.constant(target)},
+            training=False,
+        )
         token = np.argmax(np.asarray(logits)[:, -1], -1).astype("int32")
         target = np.concatenate([target, token[:, None]], 1)
     return target[:, 1:]
@@ -315,6 +317,7 @@ def main(argv=None):
     }
     for name in args.systems.split(","):
         results[name] = run(name, data, toks, args)
+        print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results, ensure_ascii=False))
     return results
 

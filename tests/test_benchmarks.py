@@ -25,6 +25,7 @@ EXPECTED_KEYS = {
     "decoding": "results",
     "rnn_decoder": "train_ratio",
     "distributed": "overhead_ratio",
+    "real_translation": "seq2seq",
 }
 
 
