@@ -292,6 +292,11 @@ class Seq2Seq(Generator, keras.Model):
         )
         return encoder, decoder
 
+    @classmethod
+    def from_config(cls, config):
+        # Saved before `output_norm` existed: the classic head, no norm.
+        return cls(**{"output_norm": False, **config})
+
     def get_config(self):
         config = super().get_config()
         attention = config["attention"]

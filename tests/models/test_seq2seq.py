@@ -182,3 +182,9 @@ def test_output_norm_is_a_layer_norm_before_the_logits():
     assert with_norm.count_params() == classic.count_params() + 2 * 5
     with pytest.raises(ValueError, match="output_norm"):
         tiny(output_norm="yes")
+
+
+def test_configs_saved_before_output_norm_load_the_classic_head():
+    config = tiny().get_config()
+    del config["output_norm"]  # as written by earlier versions
+    assert Seq2Seq.from_config(config).output_norm is False
