@@ -41,8 +41,12 @@ def _check_arguments(model, source_tokenizer, target_tokenizer, **options):
             )
     utils.check_choice("method", options["method"], METHODS)
     utils.check_positive_int("beam_width", options["beam_width"])
+    utils.check_positive_int("max_length", options["max_length"])
+    # A source holds at least [START] and [END].
+    utils.check_number(
+        "source_length", options["source_length"], 1, integer=True
+    )
     for name in ("max_length", "source_length"):
-        utils.check_number(name, options[name], 1, integer=True)
         if model.max_positions and options[name] > model.max_positions:
             raise ValueError(
                 f"Invalid value for argument `{name}`: more than the "
@@ -58,7 +62,7 @@ def _default_lengths(model, max_length, source_length):
     if max_length is None:
         max_length = model.max_positions or 64
     if source_length is None:
-        source_length = model.max_positions or max_length
+        source_length = model.max_positions or max(max_length, 2)
     return max_length, source_length
 
 
@@ -94,7 +98,7 @@ class Translator(tf.Module):
             model's positions (`Transformer`'s `max_length`), else `64`.
         source_length: source ids are truncated (keeping `[END]`) or padded
             to this length. Defaults to the model's positions, else
-            `max_length`.
+            `max_length` (at least 2: `[START]` and `[END]`).
         method: `"greedy"` or `"beam"`. Defaults to `"greedy"`.
         beam_width: beams of beam search. Defaults to `4`.
     """
@@ -187,7 +191,8 @@ def export_translator(
         method: `"greedy"` or `"beam"`. Defaults to `"greedy"`.
         beam_width: beams of beam search. Defaults to `4`.
         source_length: source length the model is fed (truncate or pad).
-            Defaults to the model's positions, else `max_length`.
+            Defaults to the model's positions, else `max_length` (at least
+            2: `[START]` and `[END]`).
 
     Returns:
         The `Translator` module that was saved (callable in-process).

@@ -80,6 +80,9 @@ def test_lengths_default_to_the_models_positions(exported):
     rnn_defaults = Translator(rnn, source, target, max_length=20)
     assert (rnn_defaults.max_length, rnn_defaults.source_length) == (20, 20)
     assert Translator(rnn, source, target).max_length == 64
+    assert Translator(rnn, source, target, max_length=1).max_length == 1
+    with pytest.raises(ValueError, match="`source_length`"):
+        Translator(rnn, source, target, source_length=1)
 
 
 @pytest.mark.parametrize("name", ["max_length", "source_length"])
