@@ -147,9 +147,18 @@ def _learn(counts, size, min_count):
         joiner="##",
         reserved_tokens=RESERVED_TOKENS,
     )
-    counts = learner.get_input_words(counts.items(), RESERVED_TOKENS, 50)
+    counts = learner.get_input_words(
+        counts.items(), RESERVED_TOKENS, params.max_token_length
+    )
     allowed = learner.get_allowed_chars(counts, params.max_unique_chars)
-    counts = learner.filter_input_words(counts, allowed, int(5e6))
+    counts = learner.filter_input_words(
+        counts, allowed, params.max_input_tokens
+    )
+    if not counts:
+        raise ValueError(
+            "`texts` holds no word of at most "
+            f"{params.max_token_length} characters"
+        )
     low, high = min_count, max(count for _, count in counts)
     best, thresh = None, min_count  # everything often fits: try it first
     while low <= high:
