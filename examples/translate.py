@@ -192,7 +192,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (2000 if args.quick else 30000)
     epochs = args.epochs or (1 if args.quick else 100 if args.data else 2)
-    minutes = args.minutes or (5.0 if args.data else float("inf"))
+    minutes = args.minutes or (5.0 if args.data else None)
     keras.utils.set_random_seed(0)
     os.makedirs(args.out, exist_ok=True)
     max_length = 40 if args.data else 24
@@ -216,7 +216,7 @@ def main(argv=None):
     batches = text.translation_batches(
         *train, *tokenizers, batch_size=64, max_length=max_length
     )
-    limit = TimeLimit(minutes * 60)
+    limit = TimeLimit(minutes and minutes * 60)
     start = time.perf_counter()
     model.fit(batches, epochs=epochs, callbacks=[limit], verbose=1)
     train_seconds = time.perf_counter() - start

@@ -14,7 +14,8 @@ class TimeLimit(keras.callbacks.Callback):
     each epoch, e.g. to report seconds per epoch.
 
     Args:
-        seconds: the training budget, in seconds.
+        seconds: the training budget, in seconds; `None` never stops
+            (the epoch times are still recorded).
 
     Example:
         >>> import numpy as np
@@ -29,7 +30,9 @@ class TimeLimit(keras.callbacks.Callback):
 
     def __init__(self, seconds):
         super().__init__()
-        utils.check_number("seconds", seconds, 0, include_low=True)
+        utils.check_number(
+            "seconds", seconds, 0, include_low=True, allow_none=True
+        )
         self.seconds = seconds
         self.epoch_seconds = []
 
@@ -43,5 +46,5 @@ class TimeLimit(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         self.epoch_seconds.append(now - self._epoch_start)
-        if now - self._start >= self.seconds:
+        if self.seconds is not None and now - self._start >= self.seconds:
             self.model.stop_training = True
