@@ -218,7 +218,9 @@ def main(argv=None):
     )
     limit = TimeLimit(minutes and minutes * 60)
     start = time.perf_counter()
-    model.fit(batches, epochs=epochs, callbacks=[limit], verbose=1)
+    model.fit(
+        batches, epochs=epochs, callbacks=[limit], shuffle=False, verbose=1
+    )  # the batches are reshuffled every epoch
     train_seconds = time.perf_counter() - start
 
     results, hypotheses = scores(model, tokenizers, test, max_length)
