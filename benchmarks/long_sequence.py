@@ -21,8 +21,9 @@ the same subprocess. Prints one JSON line with ratios ours / keras.
 import argparse
 import json
 import os
-import subprocess
 import sys
+
+from fresh_process import measure_in_child
 
 HEADS, HEAD_DIM = 8, 64
 
@@ -82,16 +83,9 @@ def measure(implementation, length, backward, chunk_size, repeats):
 
 def run(implementation, length, backward, chunk_size, repeats):
     """Measure one configuration in a fresh subprocess."""
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        json.dumps([implementation, length, backward, chunk_size, repeats]),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(result.stderr[-2000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return measure_in_child(
+        __file__, implementation, length, backward, chunk_size, repeats
+    )
 
 
 def main():

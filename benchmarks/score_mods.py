@@ -27,9 +27,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+from fresh_process import measure_in_child
 
 HEADS, HEAD_DIM = 8, 64
 
@@ -139,16 +140,8 @@ def measure(kind, length, backward, chunk, repeats):
 
 
 def run(kind, length, backward, chunk, repeats):
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        json.dumps([kind, length, backward, chunk, repeats]),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(result.stderr[-2000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """Measure one configuration in a fresh subprocess."""
+    return measure_in_child(__file__, kind, length, backward, chunk, repeats)
 
 
 def main():
