@@ -1,20 +1,25 @@
-"""Memory-efficient attention: keys in blocks, online softmax, own gradient.
+r"""Memory-efficient attention: keys in blocks, online softmax, own gradient.
 
-`chunked_attention` equals `softmax(s) v` with the masks of
+`chunked_attention` equals $\operatorname{softmax}(s)\, v$ with the masks of
 `keras_attention.ops.build_mask` (and the score and mask modifiers of
 `keras_attention.mods`), but never builds the `(Tq, Tk)` scores. Keys are
-visited `chunk_size` at a time while a running maximum `m`, normaliser `l`
-and weighted sum `a` are kept per query (Milakov & Gimelshein 2018; Rabe &
+visited `chunk_size` at a time while a running maximum $m$, normaliser $l$
+and weighted sum $a$ are kept per query (Milakov & Gimelshein 2018; Rabe &
 Staats 2021; FlashAttention):
 
-    m' = max(m, max_j s_j),  p_j = exp(s_j - m'),
-    l' = l · exp(m - m') + Σ_j p_j,  a' = a · exp(m - m') + Σ_j p_j v_j,
+$$
+\begin{aligned}
+m' &= \max(m, \max_j s_j), & p_j &= \exp(s_j - m'), \\
+l' &= l \cdot \exp(m - m') + \sum_j p_j, &
+a' &= a \cdot \exp(m - m') + \sum_j p_j v_j,
+\end{aligned}
+$$
 
-and the output is `a / l`. The module has four parts:
+and the output is $a / l$. The module has four parts:
 
 - `_forward`: the loop above over key blocks;
 - `_backward`: the gradient of the dot-product score, block by block,
-  recomputing the weights from the saved `log l` (as FlashAttention does),
+  recomputing the weights from the saved $\log l$ (as FlashAttention does),
   so training also needs O(Tq · chunk) memory; a modifier's gradient (a
   learned bias, a soft-cap) is taken there too;
 - `_query_blocks`: queries split into blocks that visit only the key
@@ -460,12 +465,13 @@ def chunked_attention(
     heads=(),
     context=None,
 ):
-    """Attention over key blocks with an online softmax: O(Tq · chunk) memory.
+    r"""Attention over key blocks with an online softmax: O(Tq · chunk) memory.
 
-    Equals `softmax(mod(s) + bias) v` with the mask of
+    Equals $\operatorname{softmax}(\operatorname{mod}(s) + \mathrm{bias})\, v$
+    with the mask of
     `keras_attention.ops.build_mask` (masked keys get weight 0; a query that
     sees no key gets 0) without building a `(Tq, Tk)` tensor. With
-    `score=None` (the dot product `q kᵀ`) the gradient is computed block by
+    `score=None` (the dot product $q k^\top$) the gradient is computed block by
     block too, a score modifier's included; another score (or a modifier
     with weights and no blockwise gradient) is differentiated through the
     loop. Key blocks that a causal mask, the sliding window or the mask

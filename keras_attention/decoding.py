@@ -93,9 +93,9 @@ def _decode(
 def greedy_search(
     step_fn, initial_state, start_ids, max_length, end_id=None, pad_id=0
 ):
-    """Decode by taking the most likely token at every step.
+    r"""Decode by taking the most likely token at every step.
 
-    `y_t = argmax_v p(v | y_<t, x)`.
+    $y_t = \operatorname{argmax}_v p(v \mid y_{<t}, x)$.
 
     Args:
         step_fn: `(tokens (B,), state, index) -> (logits (B, V), state)`.
@@ -204,12 +204,13 @@ def sample(
     top_p=None,
     seed=None,
 ):
-    """Decode by sampling each token from the (filtered) distribution.
+    r"""Decode by sampling each token from the (filtered) distribution.
 
-    `y_t ~ softmax(logits_t / temperature)` restricted to the `top_k` most
-    likely tokens and to the top-p nucleus. Sampling uses the Gumbel-max
-    trick with stateless noise of `(seed, step, position)`, so a given seed
-    always gives the same tokens, eagerly, compiled or exported.
+    $y_t \sim \operatorname{softmax}(\mathrm{logits}_t / \mathtt{temperature})$
+    restricted to the `top_k` most likely tokens and to the top-p nucleus.
+    Sampling uses the Gumbel-max trick with stateless noise of
+    `(seed, step, position)`, so a given seed always gives the same tokens,
+    eagerly, compiled or exported.
 
     Args:
         step_fn: `(tokens (B,), state, index) -> (logits (B, V), state)`.
@@ -220,7 +221,7 @@ def sample(
         pad_id: id written after the end token. Defaults to `0`.
         temperature: divides the logits; `< 1` sharpens. Defaults to `1.0`.
         top_k: int or `None`. Defaults to `None`.
-        top_p: float in `(0, 1]` or `None`. Defaults to `None`.
+        top_p: float in $(0, 1]$ or `None`. Defaults to `None`.
         seed: int or int scalar tensor; `None` draws one. Defaults to
             `None`.
 
@@ -256,7 +257,7 @@ def sample(
 
 
 def length_penalty_fn(lengths, alpha):
-    """GNMT length penalty `((5 + |Y|) / 6) ** alpha`."""
+    r"""GNMT length penalty $((5 + \lvert Y \rvert) / 6)^\alpha$."""
     return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
 
 
@@ -340,16 +341,18 @@ def beam_search(
     coverage_penalty=0.0,
     return_all_beams=False,
 ):
-    """Decode keeping the `beam_width` best partial sequences.
+    r"""Decode keeping the `beam_width` best partial sequences.
 
     Each step expands every beam by every token and keeps the `W` best by
     the GNMT score (Wu et al. 2016):
-    `s(Y) = log P(Y | X) / lp(Y) + cp(X; Y)`,
-    `lp(Y) = ((5 + |Y|) / 6) ** α` (`|Y|` counts the end token) and
-    `cp = β Σ_s log(min(Σ_t α_ts, 1))` over the source positions a finished
-    sequence attended to (positions with total weight exactly 0, i.e.
-    padding, are left out). A finished beam only extends with `pad_id` at no
-    cost. The state is tiled over the beams here and reordered with them.
+    $s(Y) = \log P(Y \mid X) / \mathrm{lp}(Y) + \mathrm{cp}(X; Y)$,
+    $\mathrm{lp}(Y) = ((5 + \lvert Y \rvert) / 6)^\alpha$ ($\lvert Y \rvert$
+    counts the end token) and
+    $\mathrm{cp} = \beta \sum_s \log(\min(\sum_t \alpha_{ts}, 1))$ over the
+    source positions a finished sequence attended to (positions with total
+    weight exactly 0, i.e. padding, are left out). A finished beam only
+    extends with `pad_id` at no cost. The state is tiled over the beams here
+    and reordered with them.
 
     Args:
         step_fn: `(tokens (B,), state, index) -> (logits (B, V), state)`,
@@ -362,9 +365,9 @@ def beam_search(
         pad_id: id written after the end token. Defaults to `0`.
         beam_width: number of beams `W`; `1` is greedy search. Defaults to
             `4`.
-        length_penalty: `α`; `0` ranks by plain log-probability. Defaults
+        length_penalty: $\alpha$; `0` ranks by plain log-probability. Defaults
             to `0.6`.
-        coverage_penalty: `β`. Defaults to `0.0`.
+        coverage_penalty: $\beta$. Defaults to `0.0`.
         return_all_beams: whether to return every beam, best first.
             Defaults to `False`.
 

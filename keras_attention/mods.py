@@ -1,4 +1,4 @@
-"""Score and mask modifiers: FlexAttention's idea for Keras.
+r"""Score and mask modifiers: FlexAttention's idea for Keras.
 
 A **score modifier** changes the logits after the score and before the
 softmax, `scores' = mod(scores, q_idx, kv_idx, head)`; a **mask modifier**
@@ -24,12 +24,12 @@ weights) or `MaskMod` and registering it with
 
 | modifier | effect |
 |---|---|
-| `ALiBi()` | adds `−m_h · abs(q − k)`, `m_h = 2^(−8(h+1)/H)` |
-| `RelativePositionBias()` | T5's learned bias of the bucketed `k − q` |
-| `SoftCap(cap)` | `cap · tanh(scores / cap)` (Gemma 2) |
-| `Causal()` | `k ≤ q` |
-| `SlidingWindow(window)` | `abs(q − k) < window` |
-| `PrefixLM(prefix_length)` | `k < prefix_length` or `k ≤ q` |
+| `ALiBi()` | adds $-m_h \cdot \lvert q - k \rvert$, $m_h = 2^{-8(h+1)/H}$ |
+| `RelativePositionBias()` | T5's learned bias of the bucketed $k - q$ |
+| `SoftCap(cap)` | $\mathtt{cap}\tanh(\mathtt{scores}/\mathtt{cap})$ (Gemma 2) |
+| `Causal()` | $k \le q$ |
+| `SlidingWindow(window)` | $\lvert q - k \rvert < \mathtt{window}$ |
+| `PrefixLM(prefix_length)` | $k < \mathtt{prefix\_length}$ or $k \le q$ |
 | `DocumentMask()` | `segment_ids[q] == segment_ids[k]` |
 
 Mask modifiers combine with `&` and `|`.
@@ -73,15 +73,16 @@ class ScoreMod(keras.layers.Layer):
         return scores + ops.cast(bias, scores.dtype)
 
     def logits_gradient(self, scores, d_scores, q_idx, kv_idx, head, **context):
-        """`∂L/∂scores` from `∂L/∂scores'`: the identity for a bias."""
+        r"""$\partial L / \partial \mathtt{scores}$ from
+        $\partial L / \partial \mathtt{scores}'$: the identity for a bias."""
         if self.additive:
             return d_scores
         raise NotImplementedError
 
     def bias_gradients(self, d_bias, q_idx, kv_idx, head, **context):
-        """Gradients of `trainable_weights` from `∂L/∂bias` (summed over
-        the batch, shaped like the bias); none for a bias without
-        weights."""
+        r"""Gradients of `trainable_weights` from
+        $\partial L / \partial \mathtt{bias}$ (summed over the batch, shaped
+        like the bias); none for a bias without weights."""
         if self.trainable_weights:
             raise NotImplementedError
         return []
@@ -105,7 +106,7 @@ class ScoreMod(keras.layers.Layer):
 def alibi_slopes(num_heads):
     """Per-head ALiBi slopes (Press et al.), as keras-hub's `AlibiBias`.
 
-    For `H` a power of two, `m_h = 2^(−8(h+1)/H)`; otherwise the slopes of
+    For $H$ a power of two, $m_h = 2^{-8(h+1)/H}$; otherwise the slopes of
     the nearest lower power of two, then every other slope of twice that.
     """
 
@@ -122,13 +123,15 @@ def alibi_slopes(num_heads):
 
 @register
 class ALiBi(ScoreMod):
-    """Attention with linear biases: `scores − m_h · |q_idx − kv_idx|`.
+    r"""Attention with linear biases:
+    $\mathtt{scores} - m_h \cdot
+    \lvert \mathtt{q\_idx} - \mathtt{kv\_idx} \rvert$.
 
-    Each head `h` penalises distance with its own slope `m_h` (see
+    Each head $h$ penalises distance with its own slope $m_h$ (see
     `alibi_slopes`), so no position embedding is needed and lengths beyond
     training extrapolate. Under a causal mask the weights equal keras-hub's
-    `AlibiBias` (which adds `m_h · (kv_idx − q_idx)`, the same up to a
-    constant per query row).
+    `AlibiBias` (which adds $m_h \cdot (\mathtt{kv\_idx} - \mathtt{q\_idx})$,
+    the same up to a constant per query row).
 
     Args:
         num_heads: number of heads `H`; `None` takes the attention layer's.
@@ -165,7 +168,9 @@ class ALiBi(ScoreMod):
 def relative_position_bucket(
     relative_position, bidirectional=True, num_buckets=32, max_distance=128
 ):
-    """T5's bucket of `relative_position = kv_idx − q_idx` (int tensor).
+    r"""T5's bucket of
+    $\mathtt{relative\_position} = \mathtt{kv\_idx} - \mathtt{q\_idx}$ (int
+    tensor).
 
     Half the buckets (or all, causal) hold exact small distances; the rest
     grow logarithmically up to `max_distance`, beyond which all distances
@@ -196,7 +201,8 @@ def relative_position_bucket(
 
 @register
 class RelativePositionBias(ScoreMod):
-    """T5's learned relative position bias: `scores + E[bucket(k − q), h]`.
+    r"""T5's learned relative position bias:
+    $\mathtt{scores} + E[\operatorname{bucket}(k - q), h]$.
 
     One weight, `embeddings` `(num_buckets, H)`, built on the attention
     layer's number of heads. Share one instance between the layers of a
@@ -286,10 +292,12 @@ class RelativePositionBias(ScoreMod):
 
 @register
 class SoftCap(ScoreMod):
-    """Logit soft-capping: `cap · tanh(scores / cap)`, smooth and bounded.
+    r"""Logit soft-capping:
+    $\mathtt{cap} \cdot \tanh(\mathtt{scores} / \mathtt{cap})$, smooth and
+    bounded.
 
-    Keeps every logit in `(−cap, cap)` (Gemma 2 uses 50), so no single key
-    can take all the weight through an exploding logit.
+    Keeps every logit in $(-\mathtt{cap}, \mathtt{cap})$ (Gemma 2 uses 50), so
+    no single key can take all the weight through an exploding logit.
 
     Args:
         cap: the bound. Defaults to `50.0`.
@@ -329,13 +337,13 @@ class SoftCap(ScoreMod):
 
 
 class MaskMod:
-    """Base class: `call(q_idx, kv_idx, head, **context) -> bool` mask.
+    r"""Base class: `call(q_idx, kv_idx, head, **context) -> bool` mask.
 
     `True` where the query may attend to the key. Subclasses may also say,
     with `key_range(query_start, query_stop)`, which keys the queries
-    `[query_start, query_stop)` may see at most (Python ints, `(low,
-    high)`), so the chunked path skips the key blocks outside without
-    computing them. Combine with `&` and `|`.
+    $[\mathtt{query\_start}, \mathtt{query\_stop})$ may see at most (Python
+    ints, `(low, high)`), so the chunked path skips the key blocks outside
+    without computing them. Combine with `&` and `|`.
     """
 
     def __call__(self, q_idx, kv_idx, head, **context):
@@ -369,7 +377,8 @@ class MaskMod:
 
 @register
 class Causal(MaskMod):
-    """`kv_idx ≤ q_idx`: a query sees itself and the keys before it.
+    r"""$\mathtt{kv\_idx} \le \mathtt{q\_idx}$: a query sees itself and the
+    keys before it.
 
     Example:
         >>> import numpy as np
@@ -388,7 +397,8 @@ class Causal(MaskMod):
 
 @register
 class SlidingWindow(MaskMod):
-    """`|q_idx − kv_idx| < window`: a band of keys around each query.
+    r"""$\lvert \mathtt{q\_idx} - \mathtt{kv\_idx} \rvert < \mathtt{window}$: a
+    band of keys around each query.
 
     As the `sliding_window=` argument of `MultiHeadAttention`; with
     `Causal()` (`Causal() & SlidingWindow(w)`) only the `w` latest keys.
@@ -418,7 +428,8 @@ class SlidingWindow(MaskMod):
 
 @register
 class PrefixLM(MaskMod):
-    """`kv_idx < prefix_length or kv_idx ≤ q_idx`: a bidirectional prefix.
+    r"""$\mathtt{kv\_idx} < \mathtt{prefix\_length}$ or
+    $\mathtt{kv\_idx} \le \mathtt{q\_idx}$: a bidirectional prefix.
 
     Every query sees the whole prefix (the "input"); after it, attention is
     causal (the "target"), as in a prefix language model.

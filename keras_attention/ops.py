@@ -1,12 +1,12 @@
-"""Backend-agnostic attention math shared by every layer.
+r"""Backend-agnostic attention math shared by every layer.
 
 The three steps of attention (scores, softmax, weighted sum) live here once:
 
-1. scores `e = a(q, k)` come from a layer in `keras_attention.scores`;
-2. `masked_softmax` turns them into weights `α` that sum to 1 over the keys a
-   query may see (masked keys get exactly 0; a query that may see no key gets
-   all-zero weights, never NaN);
-3. `attend` returns the weighted sum `o = Σ_j α_j v_j`.
+1. scores $e = a(q, k)$ come from a layer in `keras_attention.scores`;
+2. `masked_softmax` turns them into weights $\alpha$ that sum to 1 over the
+   keys a query may see (masked keys get exactly 0; a query that may see no
+   key gets all-zero weights, never NaN);
+3. `attend` returns the weighted sum $o = \sum_j \alpha_j v_j$.
 
 Masks are boolean, `True` where attention is allowed. `build_mask` is the one
 place where they are made: every layer (and the chunked path, block by
@@ -49,12 +49,13 @@ def build_mask(
     heads=(),
     context=None,
 ):
-    """The one attention-mask builder: every kind of mask in, one bool out.
+    r"""The one attention-mask builder: every kind of mask in, one bool out.
 
-    Query `i` sits at position `query_offset + i` and key `j` at
-    `key_offset + j`. The causal mask keeps `key position <= query
-    position`; the sliding window keeps `|query position - key position| <
-    sliding_window`; a mask modifier decides from the positions (see
+    Query $i$ sits at position $\mathtt{query\_offset} + i$ and key $j$ at
+    $\mathtt{key\_offset} + j$. The causal mask keeps
+    $\text{key position} \le \text{query position}$; the sliding window keeps
+    $\lvert \text{query position} - \text{key position} \rvert <
+    \mathtt{sliding\_window}$; a mask modifier decides from the positions (see
     `keras_attention.mods`). The result is the logical AND of every mask
     given, without broadcasting to the full shape.
 
@@ -168,12 +169,13 @@ def modify_scores(
 
 
 def seen_positions(query_mask=None, key_mask=None, attention_mask=None):
-    """Which queries see some key, and which keys some query sees.
+    r"""Which queries see some key, and which keys some query sees.
 
     A query or key outside these takes no part in any output, whatever it
     holds: `hide_unseen` sets it to 0, so that NaN or inf stored at padded
-    positions never reaches a real output through `0 · NaN = NaN` (in the
-    weighted sum, or in a gradient).
+    positions never reaches a real output through
+    $0 \cdot \mathrm{NaN} = \mathrm{NaN}$ (in the weighted sum, or in a
+    gradient).
 
     Args:
         query_mask: optional bool `(B, Tq)`.
@@ -249,9 +251,10 @@ def without_mask(x):
 
 
 def masked_softmax(scores, mask=None, axis=-1):
-    """Softmax over `axis` in float32 where masked entries get weight 0.
+    r"""Softmax over `axis` in float32 where masked entries get weight 0.
 
-    `α_j = exp(e_j) / Σ_{j' allowed} exp(e_j')` for allowed `j`, 0 otherwise.
+    $\alpha_j = \exp(e_j) / \sum_{j' \text{ allowed}} \exp(e_{j'})$ for allowed
+    $j$, 0 otherwise.
     A row with no allowed entry is all zeros.
 
     Args:
@@ -280,10 +283,10 @@ def _softmax(x, axis):
 
 
 def attend(scores, value, mask=None, dropout=None, training=None):
-    """Normalise `scores` and take the weighted sum of `value`.
+    r"""Normalise `scores` and take the weighted sum of `value`.
 
-    `α = softmax(scores)` over the last axis (masked keys get 0), then
-    `o = α · v`.
+    $\alpha = \operatorname{softmax}(\mathtt{scores})$ over the last axis
+    (masked keys get 0), then $o = \alpha \cdot v$.
 
     Args:
         scores: float tensor `(..., Tq, Tk)`.
@@ -306,12 +309,13 @@ def attend(scores, value, mask=None, dropout=None, training=None):
 
 
 def rotary_embedding(inputs, positions, max_wavelength=10000):
-    """Rotary position embedding (RoPE) of the last axis of `inputs`.
+    r"""Rotary position embedding (RoPE) of the last axis of `inputs`.
 
-    Each pair of features `(x_i, x_{i + D/2})` is rotated by the angle
-    `p · θ_i` with `θ_i = max_wavelength^(-2i/D)`:
-    `x' = x · cos(pθ) + rotate_half(x) · sin(pθ)`, where
-    `rotate_half(x) = [-x_2, x_1]` (the keras_hub / GPT-NeoX convention).
+    Each pair of features $(x_i, x_{i + D/2})$ is rotated by the angle
+    $p \cdot \theta_i$ with $\theta_i = \mathtt{max\_wavelength}^{-2i/D}$:
+    $x' = x \cdot \cos(p\theta) + \operatorname{rotate\_half}(x) \cdot
+    \sin(p\theta)$, where $\operatorname{rotate\_half}(x) = [-x_2, x_1]$ (the
+    keras_hub / GPT-NeoX convention).
     The dot product of two rotated vectors then depends only on the
     difference of their positions.
 

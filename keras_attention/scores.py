@@ -1,4 +1,4 @@
-"""Scoring functions: how relevant is key `k` to query `q`?
+"""Scoring functions: how relevant is key $k$ to query $q$?
 
 Every score is a `keras.layers.Layer` with `call(query, key) -> scores`, where
 `query` is `(..., Tq, dq)`, `key` is `(..., Tk, dk)` and `scores` is
@@ -35,12 +35,12 @@ def _transpose_last(x):
 
 
 def dot_logits(query, key):
-    """`q kᵀ` of `(..., Tq, D)` and `(..., Tk, D)`: logits `(..., Tq, Tk)`.
+    r"""$q k^\top$ of `(..., Tq, D)` and `(..., Tk, D)`: logits `(..., Tq, Tk)`.
 
     Computed in float32 when the inputs are float16: a dot product of
     unnormalised features (e.g. values up to 255 over 16 dims) exceeds
     float16's 65504 before any softmax could save it. Leading dims
-    broadcast; `kᵀ` is never materialised.
+    broadcast; $k^\top$ is never materialised.
     """
     dtypes = {keras.backend.standardize_dtype(x.dtype) for x in (query, key)}
     if "float16" in dtypes:
@@ -49,13 +49,13 @@ def dot_logits(query, key):
 
 
 class Score(keras.layers.Layer):
-    """Base class of the scoring layers: shape checks and `call` contract.
+    r"""Base class of the scoring layers: shape checks and `call` contract.
 
     Subclasses implement `call(query, key)` and set `same_dim = True` when
     the score needs `dq == dk`. A score that is a scaled dot product
-    `c · qᵀk` says so through `dot_product_scale`, so that attention layers
-    can scale the queries (O(T·D) instead of O(T²)) and use their
-    dot-product paths (fused kernels, the chunked gradient).
+    $c \cdot q^\top k$ says so through `dot_product_scale`, so that
+    attention layers can scale the queries (O(T·D) instead of O(T²)) and use
+    their dot-product paths (fused kernels, the chunked gradient).
     """
 
     same_dim = False
@@ -85,7 +85,8 @@ class Score(keras.layers.Layer):
         return outputs
 
     def dot_product_scale(self, dim):
-        """`c` if this score is `c · qᵀk` for queries of size `dim`, or `None`.
+        r"""$c$ if this score is $c \cdot q^\top k$ for queries of size `dim`,
+        or `None`.
 
         A subclass that changes `call` of `Dot` or `ScaledDot` must return
         `None` here, or attention layers will compute the plain product.
@@ -126,7 +127,7 @@ class Score(keras.layers.Layer):
 
 @register
 class Dot(Score):
-    """Dot-product score: `score(q, k) = qᵀk`.
+    r"""Dot-product score: $\operatorname{score}(q, k) = q^\top k$.
 
     Needs `dq == dk`. Forces queries and keys into the same space.
 
@@ -158,13 +159,14 @@ class Dot(Score):
 
 @register
 class ScaledDot(Score):
-    """Scaled dot-product score: `score(q, k) = qᵀk · scale`.
+    r"""Scaled dot-product score:
+    $\operatorname{score}(q, k) = q^\top k \cdot \mathtt{scale}$.
 
-    The scale defaults to `1/√D`, which keeps the variance of the scores
+    The scale defaults to $1/\sqrt{D}$, which keeps the variance of the scores
     independent of the dimension (Vaswani et al.).
 
     Args:
-        scale: float multiplier, or `None` for `1/√D`. Defaults to `None`.
+        scale: float multiplier, or `None` for $1/\sqrt{D}$. Defaults to `None`.
 
     Call arguments:
         query: `(..., Tq, D)`.
@@ -204,13 +206,13 @@ class ScaledDot(Score):
 
 @register
 class General(Score):
-    """Bilinear ("general") score: `score(q, k) = qᵀ W k`.
+    r"""Bilinear ("general") score: $\operatorname{score}(q, k) = q^\top W k$.
 
-    `W` is a learned `(dq, dk)` matrix, so queries and keys may live in
+    $W$ is a learned `(dq, dk)` matrix, so queries and keys may live in
     different spaces and have different sizes.
 
     Args:
-        kernel_initializer: initializer for `W`. Defaults to
+        kernel_initializer: initializer for $W$. Defaults to
             `"glorot_uniform"`.
 
     Call arguments:
@@ -260,22 +262,23 @@ class General(Score):
 
 @register
 class Additive(Score):
-    """Additive (Bahdanau, "concat", MLP) score.
+    r"""Additive (Bahdanau, "concat", MLP) score.
 
-    `score(q, k) = vᵀ tanh(W_q q + W_k k)`: a one-hidden-layer network of
-    `units` tanh units. With `normalize=True`, `v` is weight-normalised,
-    `g · v / ‖v‖`, and a bias `b` is added inside the tanh (as
-    tensorflow-addons' `BahdanauAttention(normalize=True)`).
+    $\operatorname{score}(q, k) = v^\top \tanh(W_q q + W_k k)$: a
+    one-hidden-layer network of `units` tanh units. With `normalize=True`,
+    $v$ is weight-normalised, $g \cdot v / \lVert v \rVert$, and a bias $b$
+    is added inside the tanh (as tensorflow-addons'
+    `BahdanauAttention(normalize=True)`).
 
-    The key projection `W_k k` does not depend on the query, so callers that
+    The key projection $W_k k$ does not depend on the query, so callers that
     score many queries against one memory (an RNN decoder) compute it once
     with `project_key` and then call `score_projected` at every step.
 
     Args:
         units: hidden size of the MLP, or `None` for the key dimension.
             Defaults to `None`.
-        normalize: whether to weight-normalise `v`. Defaults to `False`.
-        kernel_initializer: initializer for `W_q`, `W_k` and `v`. Defaults to
+        normalize: whether to weight-normalise $v$. Defaults to `False`.
+        kernel_initializer: initializer for $W_q$, $W_k$ and $v$. Defaults to
             `"glorot_uniform"`.
 
     Call arguments:
@@ -336,7 +339,7 @@ class Additive(Score):
             )
 
     def project_key(self, key):
-        """`W_k k`: `(..., Tk, dk) -> (..., Tk, units)`, once per memory."""
+        """$W_k k$: `(..., Tk, dk) -> (..., Tk, units)`, once per memory."""
         return ops.matmul(key, self.key_kernel)
 
     def score_projected(self, query, projected_key):
@@ -368,15 +371,16 @@ class Additive(Score):
 
 @register
 class Cosine(Score):
-    """Cosine score with a temperature: `score(q, k) = τ · cos(q, k)`.
+    r"""Cosine score with a temperature:
+    $\operatorname{score}(q, k) = \tau \cdot \cos(q, k)$.
 
-    `cos(q, k) = qᵀk / (‖q‖ ‖k‖)` is bounded in [-1, 1], so the score is
-    insensitive to vector norms; `τ` sets how peaked the softmax can get and
-    is learned when `learn_scale=True`.
+    $\cos(q, k) = q^\top k / (\lVert q \rVert \lVert k \rVert)$ is bounded in
+    [-1, 1], so the score is insensitive to vector norms; $\tau$ sets how
+    peaked the softmax can get and is learned when `learn_scale=True`.
 
     Args:
-        learn_scale: whether `τ` is a trainable weight. Defaults to `True`.
-        initial_scale: starting (or fixed) value of `τ`. Defaults to `10.0`.
+        learn_scale: whether $\tau$ is a trainable weight. Defaults to `True`.
+        initial_scale: starting (or fixed) value of $\tau$. Defaults to `10.0`.
         epsilon: added to the norms to avoid division by zero. Defaults to
             `1e-6`.
 
@@ -438,22 +442,24 @@ class Cosine(Score):
 
 @register
 class Distance(Score):
-    """Distance-kernel score: near keys matter more.
+    r"""Distance-kernel score: near keys matter more.
 
-    - `kernel="inverse"`: `score(q, k) = 1 / (‖q − k‖ / σ)`, the weather-station
-      score of the lecture notes (a station's relevance is the inverse of its
-      distance to the query location).
-    - `kernel="gaussian"`: `score(q, k) = −‖q − k‖² / (2σ²)`, so that the
-      softmax gives Nadaraya–Watson kernel regression with a Gaussian kernel
-      of bandwidth `σ`.
+    - `kernel="inverse"`:
+      $\operatorname{score}(q, k) = 1 / (\lVert q - k \rVert / \sigma)$, the
+      weather-station score of the lecture notes (a station's relevance is
+      the inverse of its distance to the query location).
+    - `kernel="gaussian"`:
+      $\operatorname{score}(q, k) = -\lVert q - k \rVert^2 / (2\sigma^2)$, so
+      that the softmax gives Nadaraya–Watson kernel regression with a
+      Gaussian kernel of bandwidth $\sigma$.
 
     Distances are computed in float32 and floored at `epsilon`, so a query
     that sits exactly on a key gets a large finite score, never `inf`.
 
     Args:
         kernel: `"inverse"` or `"gaussian"`. Defaults to `"inverse"`.
-        bandwidth: initial (or fixed) `σ > 0`. Defaults to `1.0`.
-        learn_bandwidth: whether `σ` is a trainable weight. Defaults to
+        bandwidth: initial (or fixed) $\sigma > 0$. Defaults to `1.0`.
+        learn_bandwidth: whether $\sigma$ is a trainable weight. Defaults to
             `False`.
         epsilon: smallest distance used. Defaults to `1e-6`.
 
@@ -540,14 +546,15 @@ def _check_key_length(length, max_length):
 
 @register
 class Location(Score):
-    """Location-based score: `score(q, ·) = W_a q`, ignoring key content.
+    r"""Location-based score: $\operatorname{score}(q, \cdot) = W_a q$,
+    ignoring key content.
 
     Each query predicts a score for every source position directly from its
     own content; the first `Tk` of `max_length` outputs are used.
 
     Args:
         max_length: the longest key sequence supported.
-        kernel_initializer: initializer for `W_a`. Defaults to
+        kernel_initializer: initializer for $W_a$. Defaults to
             `"glorot_uniform"`.
 
     Call arguments:

@@ -54,11 +54,11 @@ def hide_unseen_inputs(query, key, value, query_mask, key_mask, attention_mask):
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class Attention(keras.layers.Layer):
-    """Single-head attention with any scoring function.
+    r"""Single-head attention with any scoring function.
 
-    The three-step recipe: scores `e_ij = a(q_i, k_j)`, weights
-    `α_ij = softmax_j(e_ij / temperature)` over the keys query `i` may see,
-    output `o_i = Σ_j α_ij v_j`.
+    The three-step recipe: scores $e_{ij} = a(q_i, k_j)$, weights
+    $\alpha_{ij} = \operatorname{softmax}_j(e_{ij} / \mathtt{temperature})$
+    over the keys query $i$ may see, output $o_i = \sum_j \alpha_{ij} v_j$.
 
     Masks attached by Keras (e.g. from `Embedding(mask_zero=True)`) are used
     automatically. A query that may see no key gets zero weights and a zero
@@ -84,7 +84,7 @@ class Attention(keras.layers.Layer):
         value_mask: optional bool `(B, Tk)`.
         key_mask: optional bool `(B, Tk)`; `value_mask` is used when omitted.
         attention_mask: optional bool `(B, Tq, Tk)`, `True` = may attend.
-        use_causal_mask: whether query `i` only sees keys `j <= i`.
+        use_causal_mask: whether query $i$ only sees keys $j \le i$.
         return_attention_scores: whether to also return the weights.
         training: whether dropout is active.
         attention_bias: optional float `(B, Tq, Tk)`-broadcastable, added
@@ -234,11 +234,12 @@ class Attention(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class AttentionPooling(keras.layers.Layer):
-    """Sequence to vector: a learned query attends over the sequence.
+    r"""Sequence to vector: a learned query attends over the sequence.
 
-    `α = softmax_t(a(w, x_t))`, `o = Σ_t α_t x_t`, with `w` a trainable query
-    vector: a weighted average of the time steps whose weights the model
-    learns (a classification head, "attention pooling").
+    $\alpha = \operatorname{softmax}_t(a(w, x_t))$, $o = \sum_t \alpha_t x_t$,
+    with $w$ a trainable query vector: a weighted average of the time steps
+    whose weights the model learns (a classification head, "attention
+    pooling").
 
     Args:
         score: a score name, config dict or score layer. Defaults to

@@ -7,10 +7,11 @@ import keras
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class Dropout(keras.layers.Dropout):
-    """`keras.layers.Dropout` that saves its random-seed state.
+    r"""`keras.layers.Dropout` that saves its random-seed state.
 
-    `y = x ⊙ m / (1 - rate)` with `m ~ Bernoulli(1 - rate)` while training,
-    as `keras.layers.Dropout`. Keras saves a model's weights but not the
+    $y = x \odot m / (1 - \mathtt{rate})$ with
+    $m \sim \operatorname{Bernoulli}(1 - \mathtt{rate})$ while training, as
+    `keras.layers.Dropout`. Keras saves a model's weights but not the
     state of its dropout seed generators, so a `fit` resumed by
     `keras.callbacks.BackupAndRestore` (which saves and loads weights) draws
     the dropout masks of the first steps again and ends with other weights
@@ -20,7 +21,7 @@ class Dropout(keras.layers.Dropout):
     package is one; `get_weights()` is unchanged (the state is not a weight).
 
     Args:
-        rate: fraction of the inputs to drop, in `[0, 1)`.
+        rate: fraction of the inputs to drop, in $[0, 1)$.
         noise_shape: as `keras.layers.Dropout`. Defaults to `None`.
         seed: int seed. Defaults to `None`.
 

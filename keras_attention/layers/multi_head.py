@@ -105,11 +105,13 @@ def _check_arguments(
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class MultiHeadAttention(keras.layers.Layer):
-    """Multi-head attention, a drop-in for `keras.layers.MultiHeadAttention`.
+    r"""Multi-head attention, a drop-in for `keras.layers.MultiHeadAttention`.
 
-    `head_h = Attention(x_q W_h^Q, x_k W_h^K, x_v W_h^V)` for `h = 1..H`,
-    `output = concat_h(head_h) W^O`, with the default score
-    `softmax(q kᵀ / √D) v` (Vaswani et al.).
+    $\mathrm{head}_h = \operatorname{Attention}(x_q W_h^Q, x_k W_h^K,
+    x_v W_h^V)$ for $h = 1, \dots, H$,
+    $\mathrm{output} = \operatorname{concat}_h(\mathrm{head}_h) W^O$, with the
+    default score $\operatorname{softmax}(q k^\top / \sqrt{D})\, v$
+    (Vaswani et al.).
 
     Same constructor arguments, call signature and weights as keras's layer
     (sublayers `"query"`, `"key"`, `"value"`, `"attention_output"`, and
@@ -151,8 +153,9 @@ class MultiHeadAttention(keras.layers.Layer):
             dim.
         attention_axes: axes attention runs over (keras semantics). Defaults
             to all axes but batch, heads and features.
-        sliding_window: optional int: query `i` sees keys `j` with
-            `|i - j| < sliding_window`. Defaults to `None`.
+        sliding_window: optional int: query $i$ sees keys $j$ with
+            $\lvert i - j \rvert < \mathtt{sliding\_window}$. Defaults to
+            `None`.
         flash_attention: accepted for compatibility, ignored.
         kernel_initializer, bias_initializer, kernel_regularizer,
         bias_regularizer, activity_regularizer, kernel_constraint,
@@ -162,7 +165,8 @@ class MultiHeadAttention(keras.layers.Layer):
             (keras's gated attention). Defaults to `False`.
         seed: seed of the dropout. Defaults to `None`.
         score: a score name, config dict or score layer, applied per head.
-            Defaults to `"scaled_dot"` (`1/√key_dim`, as keras).
+            Defaults to `"scaled_dot"` ($1/\sqrt{\mathtt{key\_dim}}$, as
+            keras).
         num_key_value_heads: number of key/value heads `H_kv`, a divisor of
             `num_heads`. Defaults to `num_heads`.
         rotary_max_wavelength: if set, RoPE with this wavelength is applied to
@@ -186,7 +190,7 @@ class MultiHeadAttention(keras.layers.Layer):
             `True` = may attend.
         return_attention_scores: whether to also return the weights.
         training: whether dropout is active.
-        use_causal_mask: whether query `i` only sees keys `j <= i`.
+        use_causal_mask: whether query $i$ only sees keys $j \le i$.
         cache: optional `(B, 2, T_max, H_kv, D)` key/value cache.
         cache_update_index: int or scalar tensor, where the new keys go.
         attention_bias: optional float tensor broadcastable to

@@ -11,16 +11,17 @@ from keras_attention import utils
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class SinusoidalPositionalEncoding(keras.layers.Layer):
-    """The sinusoidal position encoding of Vaswani et al.
+    r"""The sinusoidal position encoding of Vaswani et al.
 
-    `PE(p, 2i) = sin(p / λ^(2i/d))`, `PE(p, 2i+1) = cos(p / λ^(2i/d))` with
-    `λ = max_wavelength`: each pair of features is a clock of its own
-    frequency, so a relative offset is a linear function of the encoding.
-    Returns the encoding (to be added to the embeddings), with the same
-    values as `keras_hub.layers.SinePositionEncoding`.
+    $\mathrm{PE}(p, 2i) = \sin(p / \lambda^{2i/d})$,
+    $\mathrm{PE}(p, 2i+1) = \cos(p / \lambda^{2i/d})$ with
+    $\lambda = \mathtt{max\_wavelength}$: each pair of features is a clock of
+    its own frequency, so a relative offset is a linear function of the
+    encoding. Returns the encoding (to be added to the embeddings), with the
+    same values as `keras_hub.layers.SinePositionEncoding`.
 
     Args:
-        max_wavelength: the longest wavelength `λ`. Defaults to `10000`.
+        max_wavelength: the longest wavelength $\lambda$. Defaults to `10000`.
 
     Call arguments:
         inputs: `(B, T, d)` (only the shape is used).
@@ -28,7 +29,8 @@ class SinusoidalPositionalEncoding(keras.layers.Layer):
             decoding. Defaults to `0`.
 
     Returns:
-        `(B, T, d)` encodings of positions `start_index .. start_index+T-1`.
+        `(B, T, d)` encodings of positions
+        $\mathtt{start\_index}, \dots, \mathtt{start\_index} + T - 1$.
 
     Examples:
         >>> import numpy as np
@@ -85,18 +87,19 @@ def _check_length(length, max_length, start_index=0):
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class LearnedPositionalEmbedding(keras.layers.Layer):
-    """A trainable vector per position: `PE(p) = W[p]`.
+    r"""A trainable vector per position: $\mathrm{PE}(p) = W[p]$.
 
     Args:
-        max_length: the longest sequence (the number of rows of `W`).
-        initializer: initializer of `W`. Defaults to `"glorot_uniform"`.
+        max_length: the longest sequence (the number of rows of $W$).
+        initializer: initializer of $W$. Defaults to `"glorot_uniform"`.
 
     Call arguments:
         inputs: `(B, T, d)` (only the shape is used), `T <= max_length`.
         start_index: position of the first step. Defaults to `0`.
 
     Returns:
-        `(B, T, d)` embeddings of positions `start_index .. start_index+T-1`.
+        `(B, T, d)` embeddings of positions
+        $\mathtt{start\_index}, \dots, \mathtt{start\_index} + T - 1$.
 
     Examples:
         >>> import numpy as np
@@ -145,12 +148,12 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class TokenAndPositionEmbedding(keras.layers.Layer):
-    """Token embedding plus position encoding, the input of a Transformer.
+    r"""Token embedding plus position encoding, the input of a Transformer.
 
-    `x_t = E[token_t] · √d + PE(t)`; the `√d` scaling (Vaswani et al.,
-    section 3.4) keeps the token embeddings from being drowned by the
-    position signal. With `mask_zero=True`, token id 0 is padding and the
-    mask is passed on to the next layers.
+    $x_t = E[\mathrm{token}_t] \cdot \sqrt{d} + \mathrm{PE}(t)$; the $\sqrt{d}$
+    scaling (Vaswani et al., section 3.4) keeps the token embeddings from
+    being drowned by the position signal. With `mask_zero=True`, token id 0
+    is padding and the mask is passed on to the next layers.
 
     Args:
         vocab_size: number of token ids `V`.
@@ -160,8 +163,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         positional: `"sinusoidal"`, `"learned"` or `None` (no position).
             Defaults to `"sinusoidal"`.
         mask_zero: whether id 0 is padding. Defaults to `True`.
-        scale_embeddings: whether to multiply the token embeddings by `√d`.
-            Defaults to `True`.
+        scale_embeddings: whether to multiply the token embeddings by
+            $\sqrt{d}$. Defaults to `True`.
         max_wavelength: of the sinusoidal encoding. Defaults to `10000`.
         embeddings_initializer: of the token embedding. Defaults to
             `"uniform"`.
@@ -285,15 +288,16 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class RotaryEmbedding(keras.layers.Layer):
-    """Rotary position embedding (RoPE) of `(B, T, H, D)` or `(B, T, D)`.
+    r"""Rotary position embedding (RoPE) of `(B, T, H, D)` or `(B, T, D)`.
 
-    Rotates each feature pair `(x_i, x_{i+D/2})` of the vector at position
-    `p` by the angle `p · λ^(-2i/D)`, so that `⟨RoPE(q, m), RoPE(k, n)⟩`
-    depends only on `m − n` (see `keras_attention.ops.rotary_embedding`).
+    Rotates each feature pair $(x_i, x_{i+D/2})$ of the vector at position
+    $p$ by the angle $p \cdot \lambda^{-2i/D}$, so that
+    $\langle \operatorname{RoPE}(q, m), \operatorname{RoPE}(k, n) \rangle$
+    depends only on $m - n$ (see `keras_attention.ops.rotary_embedding`).
     Same values as `keras_hub.layers.RotaryEmbedding`.
 
     Args:
-        max_wavelength: the longest wavelength `λ`. Defaults to `10000`.
+        max_wavelength: the longest wavelength $\lambda$. Defaults to `10000`.
 
     Call arguments:
         inputs: `(B, T, H, D)` or `(B, T, D)`, `D` even.

@@ -12,7 +12,8 @@ from keras_attention.layers.multi_head import MultiHeadAttention
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class FeedForward(keras.layers.Layer):
-    """Position-wise feed-forward network: `act(x W_1 + b_1) W_2 + b_2`.
+    r"""Position-wise feed-forward network:
+    $\operatorname{act}(x W_1 + b_1) W_2 + b_2$.
 
     Shared by the encoder and decoder blocks.
 
@@ -292,11 +293,11 @@ class _Block(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class TransformerEncoderBlock(_Block):
-    """Transformer encoder block: self-attention, then feed-forward.
+    r"""Transformer encoder block: self-attention, then feed-forward.
 
-    `h = x + MHA(x, x)`, `y = h + FFN(h)`, each with dropout and a layer norm
-    (after the residual by default, before the sublayer with
-    `norm_first=True`). Padded positions (mask from
+    $h = x + \operatorname{MHA}(x, x)$, $y = h + \operatorname{FFN}(h)$, each
+    with dropout and a layer norm (after the residual by default, before the
+    sublayer with `norm_first=True`). Padded positions (mask from
     `Embedding(mask_zero=True)` or `mask`) are never attended to, so they do
     not change the outputs of real positions.
 
@@ -309,7 +310,7 @@ class TransformerEncoderBlock(_Block):
             `False`.
         layer_norm_epsilon: Defaults to `1e-5`.
         score: score of the attention. Defaults to `"scaled_dot"`.
-        key_dim: head size `D`. Defaults to `d / H`.
+        key_dim: head size `D`. Defaults to $d / H$.
         num_key_value_heads, rotary_max_wavelength, chunk_size: see
             `MultiHeadAttention` (rotary embedding applies to self-attention
             only). Default to `None`.
@@ -321,7 +322,7 @@ class TransformerEncoderBlock(_Block):
         inputs: `(B, T, d)`.
         mask: optional bool `(B, T)`, `True` for real tokens.
         attention_mask: optional bool `(B, T, T)`.
-        use_causal_mask: whether position `i` only sees `j <= i`.
+        use_causal_mask: whether position $i$ only sees $j \le i$.
         return_attention_scores: whether to also return the weights.
         training: whether dropout is active.
         segment_ids: optional int `(B, T)` for a `mods.DocumentMask`.
@@ -399,11 +400,13 @@ class TransformerEncoderBlock(_Block):
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class TransformerDecoderBlock(_Block):
-    """Transformer decoder block: causal self-attention, cross-attention, FFN.
+    r"""Transformer decoder block: causal self-attention, cross-attention, FFN.
 
-    `h = x + MHA_causal(x, x)`, then (when `encoder_outputs` is given)
-    `h = h + MHA(h, encoder_outputs)`, then `y = h + FFN(h)`, each with
-    dropout and a layer norm (pre- or post-norm as `norm_first`).
+    $h = x + \operatorname{MHA}_\text{causal}(x, x)$, then (when
+    `encoder_outputs` is given)
+    $h = h + \operatorname{MHA}(h, \mathtt{encoder\_outputs})$, then
+    $y = h + \operatorname{FFN}(h)$, each with dropout and a layer norm (pre-
+    or post-norm as `norm_first`).
 
     For fast decoding pass a self-attention `cache` `(B, 2, T_max, H_kv, D)`
     and `cache_update_index`: the new tokens' keys/values are written at the

@@ -34,17 +34,17 @@ METHODS = ("greedy", "beam", "sample")
 
 @dataclasses.dataclass(frozen=True)
 class DecodingOptions:
-    """How `generate` decodes: the method and its options, checked once.
+    r"""How `generate` decodes: the method and its options, checked once.
 
     Args:
         method: `"greedy"`, `"beam"` or `"sample"` (see
             `keras_attention.decoding`). Defaults to `"greedy"`.
         beam_width: beams of `"beam"`; `1` equals greedy. Defaults to `4`.
-        length_penalty: GNMT `α` of `"beam"`. Defaults to `0.6`.
-        coverage_penalty: GNMT `β` of `"beam"`. Defaults to `0.0`.
+        length_penalty: GNMT $\alpha$ of `"beam"`. Defaults to `0.6`.
+        coverage_penalty: GNMT $\beta$ of `"beam"`. Defaults to `0.0`.
         temperature: of `"sample"`. Defaults to `1.0`.
         top_k: of `"sample"`, or `None`. Defaults to `None`.
-        top_p: of `"sample"`, in `(0, 1]`, or `None`. Defaults to `None`.
+        top_p: of `"sample"`, in $(0, 1]$, or `None`. Defaults to `None`.
     """
 
     method: str = "greedy"

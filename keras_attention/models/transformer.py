@@ -132,9 +132,9 @@ class _TransformerParts:
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class Transformer(Generator, keras.Model):
-    """Encoder-decoder Transformer ("Attention Is All You Need").
+    r"""Encoder-decoder Transformer ("Attention Is All You Need").
 
-    Source and target tokens are embedded (`√d`-scaled, plus sinusoidal or
+    Source and target tokens are embedded ($\sqrt{d}$-scaled, plus sinusoidal or
     learned positions, id 0 = padding), the encoder stack reads the source,
     the decoder stack reads the target shifted right with causal
     self-attention and cross-attention over the encoder outputs, and a dense
