@@ -46,13 +46,7 @@ def _check_arguments(model, source_tokenizer, target_tokenizer, **options):
     utils.check_number(
         "source_length", options["source_length"], 1, integer=True
     )
-    for name in ("max_length", "source_length"):
-        if model.max_positions and options[name] > model.max_positions:
-            raise ValueError(
-                f"Invalid value for argument `{name}`: more than the "
-                f"model's {model.max_positions} positions (its `max_length`). "
-                f"Received: {name}={options[name]}"
-            )
+    # The same limits as `model.generate`, one place: `check_lengths`.
     model.check_lengths(options["max_length"], options["source_length"])
     _check_vocabularies(model, source_tokenizer, target_tokenizer)
 

@@ -85,15 +85,52 @@ def test_lengths_default_to_the_models_positions(exported):
         Translator(rnn, source, target, source_length=1)
 
 
+def small_transformer(source, target, positional):
+    return Transformer(
+        source.vocabulary_size, target.vocabulary_size, num_layers=1,
+        hidden_dim=8, num_heads=2, intermediate_dim=8, max_length=16,
+        positional=positional,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["max_length", "source_length"])
 def test_lengths_beyond_the_positions_fail_before_tracing(exported, name):
     _, translator = exported
     source, target = translator.source_tokenizer, translator.target_tokenizer
+    learned = small_transformer(source, target, "learned")
     with pytest.raises(ValueError, match=f"`{name}`") as error:
-        export_translator(
-            translator.model, source, target, "unused", **{name: 17}
-        )
+        export_translator(learned, source, target, "unused", **{name: 17})
     assert "\n" not in str(error.value)  # one line, no traced-code dump
+
+
+@pytest.mark.parametrize(
+    "positional, max_length, source_length, accepted",
+    [
+        ("learned", 17, 16, False),
+        ("sinusoidal", 17, 16, True),  # computed positions: any target
+        ("sinusoidal", 16, 17, False),  # the source embedding has 16
+        ("rotary", 40, 40, True),
+        ("alibi", 40, 40, True),
+    ],
+)
+def test_translator_accepts_the_lengths_generate_accepts(
+    exported, positional, max_length, source_length, accepted
+):
+    _, translator = exported
+    source, target = translator.source_tokenizer, translator.target_tokenizer
+    model = small_transformer(source, target, positional)
+    ids = np.ones((1, source_length), "int32")
+
+    attempts = (
+        lambda: model.generate(ids, max_length),
+        lambda: Translator(model, source, target, max_length, source_length),
+    )
+    for attempt in attempts:
+        if accepted:
+            attempt()
+        else:
+            with pytest.raises(ValueError, match="length"):
+                attempt()
 
 
 def test_vocabulary_sizes_are_checked_before_export(exported):

@@ -301,8 +301,9 @@ class Transformer(Generator, keras.Model):
             and (source_length or 0) > self.max_length
         ):
             raise ValueError(
-                "Invalid source length: longer than the model's positions. "
-                f"Received: source length {source_length}, model "
+                "Invalid source length (`source_length`, the length of "
+                "`source`): longer than the model's positions. Received: "
+                f"source_length={source_length}, model "
                 f"max_length={self.max_length}"
             )
 
