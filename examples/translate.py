@@ -54,7 +54,7 @@ RECIPES = {
         "learning_rate": 5e-4,
     },
     "seq2seq": {
-        "model": dict(embedding_dim=128, units=256, dropout=0.2),
+        "model": dict(embedding_dim=256, units=256, dropout=0.2),
         "learning_rate": 1e-3,
     },
 }  # fmt: skip

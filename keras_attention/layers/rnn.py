@@ -1,12 +1,13 @@
-"""Attention for recurrent decoders: Bahdanau, Luong, `AttentionDecoder`.
+r"""Attention for recurrent decoders: Bahdanau, Luong, `AttentionDecoder`.
 
 What `tfa.seq2seq` (`BahdanauAttention`, `LuongAttention`,
 `AttentionWrapper`) offered, in Keras 3: a mechanism scores one decoder query
-`h_t` against the encoder memory `m_1..m_S`, `α_t = softmax_s(score(h_t, m_s))`
-over the unpadded source positions, and returns the context
-`c_t = Σ_s α_ts m_s`. The memory-side projection does not depend on the query,
-so it is computed once per source sequence (`project_memory`) and reused at
-every decoder step.
+$h_t$ against the encoder memory $m_1 \dots m_S$,
+$\alpha_t = \operatorname{softmax}_s(\operatorname{score}(h_t, m_s))$ over the
+unpadded source positions, and returns the context
+$c_t = \sum_s \alpha_{ts} m_s$. The memory-side projection does not depend on
+the query, so it is computed once per source sequence (`project_memory`) and
+reused at every decoder step.
 """
 
 import keras
@@ -89,17 +90,18 @@ class AttentionMechanism(keras.layers.Layer):
 
 @register
 class BahdanauAttention(AttentionMechanism):
-    """Additive attention of Bahdanau et al. for an RNN decoder.
+    r"""Additive attention of Bahdanau et al. for an RNN decoder.
 
-    `score(h, m_s) = vᵀ tanh(W_q h + W_m m_s)`, `α = softmax(score)` over the
-    unpadded source positions, context `c = Σ_s α_s m_s`. `W_m m_s` is
+    $\operatorname{score}(h, m_s) = v^\top \tanh(W_q h + W_m m_s)$,
+    $\alpha = \operatorname{softmax}(\operatorname{score})$ over the unpadded
+    source positions, context $c = \sum_s \alpha_s m_s$. $W_m m_s$ is
     computed once per source sequence by `project_memory`. With
-    `normalize=True`, `v` is weight-normalised and a bias added inside the
+    `normalize=True`, $v$ is weight-normalised and a bias added inside the
     tanh (tensorflow-addons' `BahdanauAttention(normalize=True)`).
 
     Args:
         units: size of the hidden layer of the score MLP.
-        normalize: whether to weight-normalise `v`. Defaults to `False`.
+        normalize: whether to weight-normalise $v$. Defaults to `False`.
 
     Call arguments:
         query: `(B, dq)`, the decoder output at this step.
@@ -145,16 +147,16 @@ class BahdanauAttention(AttentionMechanism):
 
 @register
 class LuongAttention(AttentionMechanism):
-    """Multiplicative attention of Luong et al. for an RNN decoder.
+    r"""Multiplicative attention of Luong et al. for an RNN decoder.
 
-    Scores of the query `h` against memory `m_s` (Luong 2015, eq. 8):
+    Scores of the query $h$ against memory $m_s$ (Luong 2015, eq. 8):
 
-    - `"general"`: `hᵀ W m_s`, with `W m_s` computed once per source;
-    - `"dot"`: `hᵀ m_s` (needs `dq == d`);
-    - `"concat"`: `vᵀ tanh(W [h; m_s])` (additive, `units` hidden units);
-    - `"location"`: `W_a h` (ignores the memory content; `max_length`).
+    - `"general"`: $h^\top W m_s$, with $W m_s$ computed once per source;
+    - `"dot"`: $h^\top m_s$ (needs `dq == d`);
+    - `"concat"`: $v^\top \tanh(W [h; m_s])$ (additive, `units` hidden units);
+    - `"location"`: $W_a h$ (ignores the memory content; `max_length`).
 
-    With `scale=True` the scores are multiplied by a learned scalar `g`
+    With `scale=True` the scores are multiplied by a learned scalar $g$
     (tensorflow-addons' `LuongAttention(scale=True)`).
 
     Args:
@@ -287,15 +289,22 @@ def get_cell(identifier, units, dtype=None):
 
 @register
 class AttentionDecoder(keras.layers.Layer):
-    """An RNN decoder that attends over an encoder memory at every step.
+    r"""An RNN decoder that attends over an encoder memory at every step.
 
-    At step `t` (Luong et al. 2015, with tfa's `AttentionWrapper` layout):
+    At step $t$ (Luong et al. 2015, with tfa's `AttentionWrapper` layout):
 
-    ```
-    h_t, s_t = cell([x_t; a_{t-1}], s_{t-1})   # a_{t-1} only if input_feeding
-    c_t, α_t = attention(h_t, memory)           # α_t: (B, S), sums to 1
-    a_t = tanh(W_c [h_t; c_t])                  # the output, (B, A)
-    ```
+    $$
+    \begin{aligned}
+    h_t, s_t &= \operatorname{cell}([x_t; a_{t-1}], s_{t-1})
+        && a_{t-1} \text{ only if } \mathtt{input\_feeding} \\
+    c_t, \alpha_t &= \operatorname{attention}(h_t, \mathrm{memory})
+        && \alpha_t\text{: } (B, S) \text{, sums to } 1 \\
+    a_t &= \tanh(W_c [h_t; c_t])
+        && \text{"concat": the output } (B, A) \\
+    a_t &= \operatorname{LayerNorm}(h_t + W_c c_t)
+        && \text{or "residual"}
+    \end{aligned}
+    $$
 
     The recurrence runs in a `keras.ops.while_loop`, so the layer is an ordinary
     layer of a functional model (it saves, loads and exports), and `step`
@@ -303,7 +312,7 @@ class AttentionDecoder(keras.layers.Layer):
     or the Keras mask of `memory`) get weight exactly 0, so the outputs never
     depend on padded memory content.
 
-    The decoder state is a flat list: the cell's states, then `a_t`.
+    The decoder state is a flat list: the cell's states, then $a_t$.
 
     Args:
         units: size of the RNN cell.
@@ -312,13 +321,20 @@ class AttentionDecoder(keras.layers.Layer):
             or its config. Defaults to `"bahdanau"`.
         cell: `"gru"`, `"lstm"` or a Keras RNN cell (e.g. a
             `StackedRNNCells`). Defaults to `"gru"`.
-        attention_layer_size: size `A` of the attentional output `a_t`.
-            Defaults to `None`: `units`.
-        input_feeding: whether `a_{t-1}` is fed to the cell with `x_t`.
+        attention_layer_size: size `A` of the attentional output $a_t$.
+            Defaults to `None`: `units`. A `"residual"` output has the
+            cell's output size.
+        attention_output: how $a_t$ combines $h_t$ and $c_t$: `"concat"`
+            (Luong et al.'s $\tanh(W_c [h_t; c_t])$) or `"residual"`
+            ($\operatorname{LayerNorm}(h_t + W_c c_t)$, the TensorFlow NMT
+            tutorial's output; it keeps a direct path from the logits to the
+            cell).
+            Defaults to `"concat"`.
+        input_feeding: whether $a_{t-1}$ is fed to the cell with $x_t$.
             Defaults to `True`.
         return_sequences: whether to return all `T` outputs or the last.
             Defaults to `True`.
-        return_alignments: whether to also return `α`. Defaults to `False`.
+        return_alignments: whether to also return $\alpha$. Defaults to `False`.
         return_state: whether to also return the final decoder state.
             Defaults to `False`.
 
@@ -356,6 +372,7 @@ class AttentionDecoder(keras.layers.Layer):
         attention="bahdanau",
         cell="gru",
         attention_layer_size=None,
+        attention_output="concat",
         input_feeding=True,
         return_sequences=True,
         return_alignments=False,
@@ -374,22 +391,32 @@ class AttentionDecoder(keras.layers.Layer):
             ("return_state", return_state),
         ):
             utils.check_choice(name, value, (True, False))
+        utils.check_choice(
+            "attention_output", attention_output, ("concat", "residual")
+        )
         self.units = units
         self.attention = get_mechanism(attention, units, self.dtype_policy)
         self.cell = get_cell(cell, units, self.dtype_policy)
         self.attention_layer_size = attention_layer_size
+        self.attention_output = attention_output
         self.input_feeding = input_feeding
         self.return_sequences = return_sequences
         self.return_alignments = return_alignments
         self.return_state = return_state
+        residual = attention_output == "residual"
         self.output_size = attention_layer_size or units
         self.attention_layer = keras.layers.Dense(
             self.output_size,
-            activation="tanh",
+            activation=None if residual else "tanh",
             use_bias=False,
             name="attention_layer",
             dtype=self.dtype_policy,
         )
+        self.output_norm = None
+        if residual:
+            self.output_norm = keras.layers.LayerNormalization(
+                name="output_norm", dtype=self.dtype_policy
+            )
         self.supports_masking = True
 
     def build(self, inputs_shape, memory_shape):
@@ -405,7 +432,17 @@ class AttentionDecoder(keras.layers.Layer):
         query_size = getattr(self.cell, "output_size", None) or self.units
         self._query_size = query_size
         self.attention.build((None, query_size), memory_shape)
-        self.attention_layer.build((None, query_size + memory_shape[-1]))
+        if self.output_norm is None:
+            self.attention_layer.build((None, query_size + memory_shape[-1]))
+        else:
+            if self.output_size != query_size:
+                raise ValueError(
+                    "A `'residual'` `attention_output` has the cell's output "
+                    f"size {query_size}. Received: attention_layer_size="
+                    f"{self.attention_layer_size}"
+                )
+            self.attention_layer.build((None, memory_shape[-1]))
+            self.output_norm.build((None, query_size))
         # The nesting of the cell state, to unflatten the decoder state.
         self._state_structure = keras.tree.map_structure(
             lambda _: 0, self._cell_state_template(1)
@@ -464,17 +501,24 @@ class AttentionDecoder(keras.layers.Layer):
         cell_state = keras.tree.pack_sequence_as(
             self._state_structure, list(state[:-1])
         )
-        cell_inputs = inputs
         if self.input_feeding:
             cell_inputs = ops.concatenate([inputs, state[-1]], axis=-1)
+        else:  # a cell warns of an embedding's mask riding along
+            cell_inputs = attention_ops.without_mask(inputs)
         query, cell_state = self.cell(
             cell_inputs, cell_state, training=training
         )
         context, alignments = self.attention.call(
             query, memory, memory_mask, keys
         )  # (B, d), (B, S)
-        output = self.attention_layer(ops.concatenate([query, context], -1))
+        output = self._attentional_output(query, context)
         return output, alignments, keras.tree.flatten(cell_state) + [output]
+
+    def _attentional_output(self, query, context):
+        """`a_t` from the queries `h_t` and the contexts `c_t`."""
+        if self.output_norm is None:
+            return self.attention_layer(ops.concatenate([query, context], -1))
+        return self.output_norm(query + self.attention_layer(context))
 
     def call(
         self,
@@ -555,9 +599,7 @@ class AttentionDecoder(keras.layers.Layer):
         context, alignments = self.attention.attend(
             queries, memory, keys, memory_mask
         )  # (B, T, d), (B, T, S)
-        outputs = self.attention_layer(
-            ops.concatenate([queries, context], axis=-1)
-        )  # (B, T, A)
+        outputs = self._attentional_output(queries, context)  # (B, T, A)
         return outputs, alignments, state[:-1] + [outputs[:, -1]]
 
     def compute_mask(self, inputs, mask=None):
@@ -574,6 +616,7 @@ class AttentionDecoder(keras.layers.Layer):
             attention=_serialize(self.attention),
             cell=_serialize(self.cell),
             attention_layer_size=self.attention_layer_size,
+            attention_output=self.attention_output,
             input_feeding=self.input_feeding,
             return_sequences=self.return_sequences,
             return_alignments=self.return_alignments,

@@ -76,6 +76,7 @@ class _Seq2SeqParts:
             units,
             attention=get_mechanism(config["attention"], units, dtype),
             cell=_decoder_cell(cell, units, layers, dtype),
+            attention_output=config["attention_output"],
             input_feeding=config["input_feeding"],
             return_alignments=True,
             name="decoder",
@@ -83,7 +84,8 @@ class _Seq2SeqParts:
         )
         # === Head ===
         self.output_norm = None
-        if config["output_norm"]:
+        norm = config["output_norm"]
+        if norm or (norm is None and config["attention_output"] == "concat"):
             self.output_norm = keras.layers.LayerNormalization(
                 name="output_norm", dtype=dtype
             )
@@ -97,9 +99,7 @@ class _Seq2SeqParts:
         memory = self.source_embedding(source)
         states = []
         for i, layer in enumerate(self.encoder_layers):
-            if i:
-                memory = self.dropout(memory)
-            memory, *final = layer(memory)
+            memory, *final = layer(self.dropout(memory))
             if self.bidirectional:  # concat forward and backward, bridge
                 n = self.num_states
                 final = [
@@ -114,7 +114,7 @@ class _Seq2SeqParts:
     def decode(self, target_in, memory, states, memory_mask=None):
         """Logits `(B, T, V)` and alignments `(B, T, S)`."""
         outputs, alignments = self.attention_decoder(
-            self.target_embedding(target_in),
+            self.dropout(self.target_embedding(target_in)),
             memory,
             memory_mask=memory_mask,
             initial_state=states,
@@ -140,21 +140,35 @@ def _check_arguments(config):
         utils.check_positive_int(name, config[name])
     utils.check_rate("dropout", config["dropout"])
     utils.check_choice("cell", config["cell"], ("gru", "lstm"))
-    for name in ("bidirectional", "input_feeding", "output_norm"):
+    for name in ("bidirectional", "input_feeding"):
         utils.check_choice(name, config[name], (True, False))
+    utils.check_choice(
+        "output_norm", config["output_norm"], (None, True, False)
+    )
+    utils.check_choice(
+        "attention_output", config["attention_output"], ("concat", "residual")
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
 class Seq2Seq(Generator, keras.Model):
-    """RNN encoder-decoder with attention (Bahdanau et al. 2015).
+    r"""RNN encoder-decoder with attention (Bahdanau et al.; Luong et al.).
 
     The encoder embeds the source (`mask_zero=True`) and runs `num_layers`
     (bidirectional) GRU/LSTM layers; its outputs are the memory `(B, S, d)`.
     The final encoder states, through a `tanh` bridge, start an
     `AttentionDecoder` that reads the embedded `target_in` (teacher
-    forcing) and attends over the memory; a layer normalization and a dense
-    layer give the logits. Padded source positions (id 0) are masked
+    forcing) and attends over the memory; its attentional outputs
+    $a_t = \operatorname{LayerNorm}(h_t + W_c c_t)$ (by default) go through
+    a dense layer to the logits. Padded source positions (id 0) are masked
     everywhere, in training as in generation.
+
+    The defaults are the configuration that learned fastest on 6k real
+    English → Spanish sentence pairs (docs: "Training on real data"): a
+    residual attentional output, Luong's bilinear score, no input feeding
+    and 256-wide embeddings. After four epochs the held-out BLEU was 14.6
+    with them and 5.3 with Bahdanau's score, a `"concat"` output (with its
+    norm), input feeding and 128-wide embeddings.
 
     A functional `keras.Model`: `compile()`, `fit()`, `evaluate()`,
     `save()` and `keras.models.load_model` work as usual. `encoder` and
@@ -164,27 +178,32 @@ class Seq2Seq(Generator, keras.Model):
     Args:
         source_vocab_size: int, source vocabulary size (ids 0..V-1).
         target_vocab_size: int, target vocabulary size `V`.
-        embedding_dim: embedding size. Defaults to `128`.
+        embedding_dim: embedding size. Defaults to `256`.
         units: size of every RNN. Defaults to `256`.
-        attention: `"bahdanau"`, `"luong"` or an attention mechanism (see
-            `keras_attention.layers.rnn`). Defaults to `"bahdanau"`.
+        attention: `"luong"` (`LuongAttention("general")`, the score
+            $h_t^\top W m_s$), `"bahdanau"` or an attention mechanism (see
+            `keras_attention.layers.rnn`). Defaults to `"luong"`.
         cell: `"gru"` or `"lstm"`. Defaults to `"gru"`.
         bidirectional: whether the encoder layers are bidirectional.
             Defaults to `True`.
         num_layers: number of encoder layers and decoder cells. Defaults
             to `1`.
-        dropout: dropout between layers and before the logits. Defaults to
-            `0.0`.
+        dropout: dropout on the embeddings, between layers and before the
+            logits. Defaults to `0.0`.
         input_feeding: whether the decoder feeds its last attentional
             output back into the cell (Luong et al.); without it the
             attention runs once over all steps, which trains faster.
-            Defaults to `True`.
+            Defaults to `False`.
+        attention_output: the decoder's attentional output, `"residual"`
+            ($\operatorname{LayerNorm}(h_t + W_c c_t)$, as the TensorFlow
+            NMT tutorial) or `"concat"` ($\tanh(W_c [h_t; c_t])$, Luong et
+            al.; see `AttentionDecoder`). Defaults to `"residual"`.
         output_norm: whether a `LayerNormalization` sits between the
-            attentional output `tanh(W_c [h_t; c_t])` and the logits. The
+            attentional output and the logits; `None` puts one after a
+            `"concat"` output only (a `"residual"` output ends in one). The
             bounded `tanh` output feeding a wide softmax trains slowly: on
             6k real sentence pairs the loss after 120 steps was 6.1 without
-            it and 4.5 with it. `False` is the classic architecture.
-            Defaults to `True`.
+            the norm and 4.9 with it. Defaults to `None`.
 
     Call arguments:
         inputs: dict with `"source"` int `(B, S)` and `"target_in"` int
@@ -202,22 +221,24 @@ class Seq2Seq(Generator, keras.Model):
 
     Reference:
         Bahdanau et al., 2015, "Neural Machine Translation by Jointly
-        Learning to Align and Translate"; Luong et al., 2015.
+        Learning to Align and Translate"; Luong et al., 2015, "Effective
+        Approaches to Attention-based Neural Machine Translation".
     """
 
     def __init__(
         self,
         source_vocab_size,
         target_vocab_size,
-        embedding_dim=128,
+        embedding_dim=256,
         units=256,
-        attention="bahdanau",
+        attention="luong",
         cell="gru",
         bidirectional=True,
         num_layers=1,
         dropout=0.0,
-        input_feeding=True,
-        output_norm=True,
+        input_feeding=False,
+        attention_output="residual",
+        output_norm=None,
         dtype=None,
         **kwargs,
     ):
@@ -232,6 +253,7 @@ class Seq2Seq(Generator, keras.Model):
             "num_layers": num_layers,
             "dropout": dropout,
             "input_feeding": input_feeding,
+            "attention_output": attention_output,
             "output_norm": output_norm,
         }
         _check_arguments(config)
@@ -294,8 +316,10 @@ class Seq2Seq(Generator, keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        # Saved before `output_norm` existed: the classic head, no norm.
-        return cls(**{"output_norm": False, **config})
+        # Saved before these options existed: the classic decoder and head.
+        return cls(
+            **{"attention_output": "concat", "output_norm": False, **config}
+        )
 
     def get_config(self):
         config = super().get_config()

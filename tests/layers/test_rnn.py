@@ -94,14 +94,60 @@ def test_mechanisms_serialize_and_save(cls, kwargs):
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("attention", ["bahdanau", "luong"])
-def test_decoder_layer_contract(cell, attention):
+@pytest.mark.parametrize("attention_output", ["concat", "residual"])
+def test_decoder_layer_contract(cell, attention, attention_output):
     inputs = rng.normal(size=(2, 3, 4)).astype("float32")
     check_layer(
         AttentionDecoder,
-        {"units": 8, "attention": attention, "cell": cell},
+        {
+            "units": 8,
+            "attention": attention,
+            "cell": cell,
+            "attention_output": attention_output,
+        },
         [inputs, MEMORY],
         (2, 3, 8),
     )
+
+
+def layer_norm(x, epsilon=1e-3):  # keras's default epsilon, unit gain
+    centred = x - x.mean(-1, keepdims=True)
+    return centred / np.sqrt(centred.var(-1, keepdims=True) + epsilon)
+
+
+@pytest.mark.parametrize("attention_output", ["concat", "residual"])
+def test_attentional_output_matches_numpy(attention_output):
+    decoder = AttentionDecoder(
+        4,
+        attention="luong",
+        attention_output=attention_output,
+        input_feeding=False,
+        return_alignments=True,
+        return_state=True,
+    )
+    inputs = rng.normal(size=(2, 3, 4)).astype("float32")
+    outputs, alignments, _ = decoder(inputs, MEMORY, memory_mask=MASK)
+    # The cell's outputs h_t: the decoder without attention feeds nothing
+    # back, so the same GRU over the inputs gives them.
+    gru = keras.layers.RNN(decoder.cell, return_sequences=True)
+    hidden = np.asarray(gru(inputs))  # (B, T, 4)
+    context = np.einsum("bts,bsd->btd", np.asarray(alignments), MEMORY)
+    kernel = np.asarray(decoder.attention_layer.kernel)
+    if attention_output == "concat":
+        expected = np.tanh(np.concatenate([hidden, context], -1) @ kernel)
+    else:
+        expected = layer_norm(hidden + context @ kernel)
+    np.testing.assert_allclose(np.asarray(outputs), expected, atol=1e-5)
+
+
+def test_residual_output_has_the_cells_size():
+    decoder = AttentionDecoder(
+        4, attention_output="residual", attention_layer_size=3
+    )
+    with pytest.raises(ValueError, match="attention_layer_size"):
+        decoder(np.ones((2, 3, 4)), MEMORY)
+    with pytest.raises(ValueError, match="attention_output"):
+        AttentionDecoder(4, attention_output="sum")
 
 
 def decoder_outputs(decoder, inputs, memory, mask, **kwargs):
@@ -153,19 +199,24 @@ def test_mask_of_a_masked_memory_is_used_automatically():
     np.testing.assert_allclose(weights.sum(-1), np.ones((2, 2)), atol=1e-6)
 
 
-@pytest.mark.parametrize("input_feeding", [True, False])
-def test_step_by_step_equals_full_sequence(input_feeding):
+@pytest.mark.parametrize(
+    "input_feeding, attention_output",
+    [(True, "concat"), (False, "concat"), (True, "residual")],
+)
+def test_step_by_step_equals_full_sequence(input_feeding, attention_output):
+    size = 5 if attention_output == "concat" else 6
     decoder = AttentionDecoder(
         6,
         cell="lstm",
-        attention_layer_size=5,
+        attention_layer_size=size,
+        attention_output=attention_output,
         input_feeding=input_feeding,
         return_alignments=True,
         return_state=True,
     )
     inputs = rng.normal(size=(2, 4, 3)).astype("float32")
     outputs, alignments, final = decoder(inputs, MEMORY, memory_mask=MASK)
-    assert outputs.shape == (2, 4, 5)
+    assert outputs.shape == (2, 4, size)
     state = decoder.get_initial_state(2)
     keys = decoder.project_memory(MEMORY)
     for t in range(4):

@@ -44,14 +44,19 @@ def test_forward_shape_and_config_round_trip(model):
     "kwargs",
     [
         {"cell": "lstm", "num_layers": 2},
-        {"attention": "luong", "bidirectional": False},
-        {"output_norm": False},  # the classic head: tanh output → logits
+        {"attention": "bahdanau", "bidirectional": False},
+        {"input_feeding": True, "dropout": 0.2},
+        # The classic decoder and head: tanh(W_c [h; c]) → logits.
+        {"attention_output": "concat", "output_norm": False},
     ],
 )
 def test_variants_build_and_generate(kwargs):
     model = tiny(**kwargs)
     assert tuple(model(INPUTS).shape) == (3, 4, 10)
-    assert tuple(model.generate(SOURCE, 5, method="beam").shape) == (3, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. a cell "destroying" a mask
+        tokens = model.generate(SOURCE, 5, method="beam")
+    assert tuple(tokens.shape) == (3, 5)
 
 
 def test_compile_fit_evaluate_save_load_identical(tmp_path):
@@ -174,17 +179,38 @@ def test_generate_function_exports_to_a_saved_model(model, tmp_path):
     np.testing.assert_array_equal(tokens, expected)
 
 
-def test_output_norm_is_a_layer_norm_before_the_logits():
-    with_norm, classic = tiny(), tiny(output_norm=False)
-    names = {w.path.split("/")[0] for w in with_norm.weights}
-    assert "output_norm" in names
-    assert "output_norm" not in {w.path.split("/")[0] for w in classic.weights}
-    assert with_norm.count_params() == classic.count_params() + 2 * 5
+def layer_names(model):
+    return {w.path.split("/")[0] for w in model.weights}
+
+
+@pytest.mark.parametrize(
+    "attention_output, output_norm, has_norm",
+    [
+        ("concat", None, True),  # a tanh output gets its norm by default
+        ("concat", False, False),
+        ("residual", None, False),  # the residual output ends in one
+        ("residual", True, True),
+    ],
+)
+def test_output_norm_is_a_layer_norm_before_the_logits(
+    attention_output, output_norm, has_norm
+):
+    model = tiny(attention_output=attention_output, output_norm=output_norm)
+    assert ("output_norm" in layer_names(model)) is has_norm
+    without = tiny(attention_output=attention_output, output_norm=False)
+    assert model.count_params() == without.count_params() + 2 * 5 * has_norm
+
+
+def test_bad_output_options_raise_value_errors():
     with pytest.raises(ValueError, match="output_norm"):
         tiny(output_norm="yes")
+    with pytest.raises(ValueError, match="attention_output"):
+        tiny(attention_output="sum")
 
 
-def test_configs_saved_before_output_norm_load_the_classic_head():
-    config = tiny().get_config()
-    del config["output_norm"]  # as written by earlier versions
-    assert Seq2Seq.from_config(config).output_norm is False
+def test_configs_saved_before_the_output_options_load_the_classic_head():
+    config = tiny(attention_output="concat").get_config()
+    del config["output_norm"], config["attention_output"]  # older versions
+    clone = Seq2Seq.from_config(config)
+    assert clone.get_config()["attention_output"] == "concat"
+    assert "output_norm" not in layer_names(clone)
