@@ -112,6 +112,7 @@ def run_mirrored(settings, args, test):
         callbacks=[
             keras.callbacks.BackupAndRestore(os.path.join(args.out, "backup"))
         ],
+        shuffle=False,  # a tf.data.Dataset: fit would ignore it, and warn
         verbose=2 if os.environ.get("CI") else 1,
     ).history
     return {
