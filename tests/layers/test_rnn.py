@@ -123,12 +123,11 @@ def test_attentional_output_matches_numpy(attention_output):
         attention_output=attention_output,
         input_feeding=False,
         return_alignments=True,
-        return_state=True,
     )
     inputs = rng.normal(size=(2, 3, 4)).astype("float32")
-    outputs, alignments, _ = decoder(inputs, MEMORY, memory_mask=MASK)
-    # The cell's outputs h_t: the decoder without attention feeds nothing
-    # back, so the same GRU over the inputs gives them.
+    outputs, alignments = decoder(inputs, MEMORY, memory_mask=MASK)
+    # The cell's outputs h_t: without input feeding nothing feeds back into
+    # the cell, so the same GRU cell run over the inputs gives them.
     gru = keras.layers.RNN(decoder.cell, return_sequences=True)
     hidden = np.asarray(gru(inputs))  # (B, T, 4)
     context = np.einsum("bts,bsd->btd", np.asarray(alignments), MEMORY)
@@ -263,8 +262,16 @@ def test_initial_state_and_custom_cells():
     assert isinstance(clone.cell, keras.layers.StackedRNNCells)
 
 
-def test_mixed_precision_outputs_are_finite_and_alignments_float32():
-    decoder = AttentionDecoder(6, return_alignments=True, dtype="mixed_float16")
+@pytest.mark.parametrize("attention_output", ["concat", "residual"])
+def test_mixed_precision_outputs_are_finite_and_alignments_float32(
+    attention_output,
+):
+    decoder = AttentionDecoder(
+        6,
+        attention_output=attention_output,
+        return_alignments=True,
+        dtype="mixed_float16",
+    )
     outputs, alignments = decoder(
         np.ones((2, 3, 3), "float16"), MEMORY.astype("float16"), MASK
     )
