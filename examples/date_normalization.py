@@ -84,11 +84,12 @@ def save_heatmap(model, data, index, path):
     )
     text = data["text"][index]
     output = dates.decode(tokens, dates.TARGET_VOCABULARY)[0]
-    rows = len(output) + 1  # the characters and the end token
+    # The characters and the end token, if the model wrote one in time.
+    labels = (list(output) + ["<end>"])[: dates.TARGET_LENGTH]
     figure = plot_attention(
-        np.asarray(attention)[0, :rows, : len(text)],
+        np.asarray(attention)[0, : len(labels), : len(text)],
         source_tokens=list(text),
-        target_tokens=list(output) + ["<end>"],
+        target_tokens=labels,
         title=f"{text!r} → {output}",
     )
     figure.savefig(path, dpi=120)

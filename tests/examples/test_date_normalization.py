@@ -22,3 +22,19 @@ def test_date_normalization_quick_run_writes_its_outputs(tmp_path):
     assert tuple(model.generate(source, 11).shape) == (1, 11)
     assert os.path.exists(tmp_path / "generate" / "saved_model.pb")
     assert np.isfinite(results["training_seconds"])
+
+
+class NeverEnds:
+    """A model stub whose prediction fills every step with "2", no end."""
+
+    def generate(self, source, max_length, return_attention=False):
+        tokens = np.full((1, max_length), dates.TARGET_VOCABULARY.index("2"))
+        attention = np.full((1, max_length, source.shape[1]), 0.1)
+        return tokens, attention
+
+
+def test_heatmap_of_a_prediction_without_end_token(tmp_path):
+    _, test = dates.load_data(1, 1, seed=0)
+    example = load_example("date_normalization")
+    path = example.save_heatmap(NeverEnds(), test, 0, tmp_path / "a.png")
+    assert matplotlib.image.imread(path).shape[0] > 300
