@@ -207,6 +207,7 @@ class Generator:
     def check_lengths(self, max_length, source_length=None):
         """Raise a `ValueError` (before any tracing) for lengths the model
         cannot decode; `source_length` is `None` when unknown."""
+        return None  # no limit (a body, so that AutoGraph can convert it)
 
     def generate_function(
         self, source, max_length, return_attention=False, seed=None, **options

@@ -132,3 +132,14 @@ def test_bad_max_length_names_the_argument(model, max_length):
 def test_unknown_option_is_a_type_error(model):
     with pytest.raises(TypeError, match="beam_size"):
         model.generate(SOURCE, 4, beam_size=3)
+
+
+@pytest.mark.tensorflow_only
+def test_generate_function_converts_with_autograph_without_warnings(caplog):
+    import tensorflow as tf
+
+    model = Seq2Seq(12, 10, embedding_dim=6, units=5)
+    translate = tf.function(lambda source: model.generate_function(source, 3))
+    with caplog.at_level("WARNING", logger="tensorflow"):
+        translate(tf.constant(SOURCE, "int32"))
+    assert "AutoGraph could not transform" not in caplog.text
