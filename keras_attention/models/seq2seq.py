@@ -145,9 +145,7 @@ def _check_arguments(config):
     utils.check_choice(
         "output_norm", config["output_norm"], (None, True, False)
     )
-    utils.check_choice(
-        "attention_output", config["attention_output"], ("concat", "residual")
-    )
+    # `attention_output` is checked by the `AttentionDecoder` that owns it.
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
