@@ -212,3 +212,45 @@ def prefers_fused_attention():
     1.01). The other place, with `fori_loop`, that looks at the backend.
     """
     return keras.config.backend() == "torch"
+
+
+# === Checks shared by the attention layers, blocks and models ===
+
+
+def check_heads(num_heads, num_key_value_heads=None):
+    """Raise a `ValueError` unless `num_key_value_heads` divides
+    `num_heads` (both positive ints; `None` means as many as `num_heads`)."""
+    check_positive_int("num_heads", num_heads)
+    check_positive_int(
+        "num_key_value_heads", num_key_value_heads, allow_none=True
+    )
+    if num_heads % (num_key_value_heads or num_heads):
+        raise ValueError(
+            "`num_heads` must be a multiple of `num_key_value_heads`. "
+            f"Received: num_heads={num_heads}, "
+            f"num_key_value_heads={num_key_value_heads}"
+        )
+
+
+def check_even(name, value, why="rotary embedding rotates pairs"):
+    """Raise a `ValueError` naming `name` unless the int `value` is even."""
+    if value % 2:
+        raise ValueError(
+            f"Invalid value for argument `{name}`: expected an even size "
+            f"({why}). Received: {name}={value}"
+        )
+
+
+def check_no_unknown_kwargs(kwargs, allowed=("name", "trainable", "dtype")):
+    """Raise a `ValueError` naming every keyword argument not in `allowed`.
+
+    Functional `keras.Model.__init__` takes `**kwargs` quietly, so a model
+    whose constructor passes its leftovers on would ignore a misspelt
+    `dropuot=0.3`; models call this first.
+    """
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"Unknown keyword argument(s): {', '.join(unknown)}. "
+            f"Received: {', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}"
+        )
