@@ -325,15 +325,14 @@ class _KeyBlocks:
     def logits(self, index, raw=None):
         """Scores through the modifier, plus the bias: the softmax input."""
         raw = self.raw(index) if raw is None else raw
-        result = attention_ops.modify_scores(
+        return attention_ops.modify_scores(
             raw,
             self.settings.score_mod,
             *self._positions(index),
             self.settings.heads,
             self.context,
+            bias=self._block("biases", index),
         )
-        bias = self._block("biases", index)
-        return result if bias is None else result + bias
 
     def modifier_grads(self, index, raw, d_logits):
         """`(∂L/∂raw scores, ∂L/∂modifier weights)` from `∂L/∂logits`."""
@@ -346,9 +345,13 @@ class _KeyBlocks:
             self.settings.heads,
         )  # fmt: skip
         info = dict(self.context, num_heads=math.prod(self.settings.heads))
-        d_raw = mod.logits_gradient(raw, d_logits, q_idx, kv_idx, head, **info)
+        d_raw = utils.call_with_context(
+            mod.logits_gradient, raw, d_logits, q_idx, kv_idx, head, **info
+        )
         d_bias = ops.sum(d_logits, axis=0, keepdims=True)  # batch summed
-        return d_raw, mod.bias_gradients(d_bias, q_idx, kv_idx, head, **info)
+        return d_raw, utils.call_with_context(
+            mod.bias_gradients, d_bias, q_idx, kv_idx, head, **info
+        )
 
 
 def _make_block(settings, offset, key_start):

@@ -15,7 +15,9 @@ heads (`(1, H, 1, 1)` for `(B, H, Tq, Tk)` logits; the grouped layout of
 `MultiHeadAttention` uses `(1, H_kv, G, 1, 1)`). Positions are absolute: a
 cache index or a key block's start offsets them. Extra information that
 comes with the call arrives as keyword arguments: `num_heads` (the layer's
-`H`) always, `segment_ids` (packed sequences) when the call has them.
+`H`) always, `segment_ids` (packed sequences) when the call has them; each
+reaches only the modifiers whose `call` (or `bias`) names it or takes
+`**context`, so `call(self, q_idx, kv_idx, head)` is a complete signature.
 
 Built-ins are registered Keras objects, so layers holding them save and
 load; write your own by subclassing `ScoreMod` (a layer, so it may own
@@ -69,7 +71,9 @@ class ScoreMod(keras.layers.Layer):
         )
 
     def call(self, scores, q_idx, kv_idx, head, **context):
-        bias = self.bias(q_idx, kv_idx, head, **context)
+        bias = utils.call_with_context(
+            self.bias, q_idx, kv_idx, head, **context
+        )
         return scores + ops.cast(bias, scores.dtype)
 
     def logits_gradient(self, scores, d_scores, q_idx, kv_idx, head, **context):
@@ -347,7 +351,10 @@ class MaskMod:
     """
 
     def __call__(self, q_idx, kv_idx, head, **context):
-        return ops.cast(self.call(q_idx, kv_idx, head, **context), "bool")
+        mask = utils.call_with_context(
+            self.call, q_idx, kv_idx, head, **context
+        )
+        return ops.cast(mask, "bool")
 
     def call(self, q_idx, kv_idx, head, **context):
         raise NotImplementedError

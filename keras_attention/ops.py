@@ -18,6 +18,7 @@ import math
 
 from keras import ops
 
+from keras_attention import utils
 from keras_attention.constants import mask_value
 
 
@@ -151,21 +152,43 @@ def positions(
 
 
 def modify_scores(
-    scores, score_mod, query_offset=0, key_offset=0, heads=(), context=None
+    scores,
+    score_mod,
+    query_offset=0,
+    key_offset=0,
+    heads=(),
+    context=None,
+    bias=None,
 ):
-    """`score_mod(scores, q_idx, kv_idx, head)` for logits `(B, *heads, Tq,
-    Tk)` (see `keras_attention.mods`); `scores` when `score_mod` is `None`.
+    """The logits the softmax sees: `score_mod`, then the additive `bias`.
+
+    `score_mod(scores, q_idx, kv_idx, head)` (see `keras_attention.mods`)
+    for logits `(B, *heads, Tq, Tk)` whose first query and key sit at
+    `query_offset` and `key_offset`, then `+ bias` (an `attention_bias`
+    broadcastable to the logits). The one "modifier, then bias" step of
+    every path: dense, chunked (per key block) and fused (whose bias is
+    this of zero scores).
     """
-    if score_mod is None:
-        return scores
-    shape = ops.shape(scores)
-    q_idx, kv_idx, head = positions(
-        shape[-2], shape[-1], query_offset, key_offset, len(scores.shape), heads
-    )
-    context = dict(context or {}, num_heads=math.prod(heads))
-    # `call`, not `__call__`: the layer owning the modifier has built it,
-    # and Keras's call checks refuse a context mixing tensors and ints.
-    return score_mod.call(scores, q_idx, kv_idx, head, **context)
+    if score_mod is not None:
+        shape = ops.shape(scores)
+        q_idx, kv_idx, head = positions(
+            shape[-2],
+            shape[-1],
+            query_offset,
+            key_offset,
+            len(scores.shape),
+            heads,
+        )
+        context = dict(context or {}, num_heads=math.prod(heads))
+        # `call`, not `__call__`: the layer owning the modifier has built
+        # it, and Keras's call checks refuse a context mixing tensors and
+        # ints.
+        scores = utils.call_with_context(
+            score_mod.call, scores, q_idx, kv_idx, head, **context
+        )
+    if bias is not None:
+        scores = scores + ops.cast(bias, scores.dtype)
+    return scores
 
 
 def seen_positions(query_mask=None, key_mask=None, attention_mask=None):
@@ -250,27 +273,34 @@ def without_mask(x):
     return ops.copy(x)
 
 
-def masked_softmax(scores, mask=None, axis=-1):
+def masked_softmax(scores, mask=None, axis=-1, sinks=None):
     r"""Softmax over `axis` in float32 where masked entries get weight 0.
 
-    $\alpha_j = \exp(e_j) / \sum_{j' \text{ allowed}} \exp(e_{j'})$ for allowed
-    $j$, 0 otherwise.
-    A row with no allowed entry is all zeros.
+    $\alpha_j = \exp(e_j) / (\exp(s) + \sum_{j' \text{ allowed}}
+    \exp(e_{j'}))$ for allowed $j$, 0 otherwise, where the sink logit $s$
+    (gpt-oss's attention sink) is absent ($\exp(s) = 0$) unless `sinks` is
+    given. A row with no allowed entry is all zeros.
 
     Args:
         scores: float tensor, e.g. `(B, Tq, Tk)` or `(B, H, Tq, Tk)`.
         mask: optional bool tensor broadcastable to `scores`, `True` = keep.
         axis: the axis to normalise over. Defaults to `-1`.
+        sinks: optional float logits broadcastable to `scores` with size 1
+            on `axis` (e.g. `(1, H, 1, 1)`): in the denominator only, so a
+            row's weights may sum below 1. Defaults to `None`.
 
     Returns:
         float32 tensor of the shape of `scores`.
     """
     scores = ops.cast(scores, "float32")  # float32 even under mixed precision
-    if mask is None:
-        return _softmax(scores, axis)
-    mask = ops.cast(mask, "bool")
-    scores = ops.where(mask, scores, mask_value("float32"))
-    return ops.where(mask, _softmax(scores, axis), 0.0)
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        scores = ops.where(mask, scores, mask_value("float32"))
+    if sinks is None:
+        weights = _softmax(scores, axis)
+    else:
+        weights = _softmax_with_sink(scores, ops.cast(sinks, "float32"), axis)
+    return weights if mask is None else ops.where(mask, weights, 0.0)
 
 
 def _softmax(x, axis):
@@ -282,7 +312,16 @@ def _softmax(x, axis):
     return ops.softmax(x, axis=axis)
 
 
-def attend(scores, value, mask=None, dropout=None, training=None):
+def _softmax_with_sink(x, sink, axis):
+    """Softmax of `x` with one more logit, `sink`, that takes no value."""
+    maximum = ops.maximum(ops.max(x, axis=axis, keepdims=True), sink)
+    maximum = ops.stop_gradient(maximum)  # any constant shift is exact
+    weights = ops.exp(x - maximum)
+    total = ops.sum(weights, axis=axis, keepdims=True)
+    return weights / (total + ops.exp(sink - maximum))
+
+
+def attend(scores, value, mask=None, dropout=None, training=None, sinks=None):
     r"""Normalise `scores` and take the weighted sum of `value`.
 
     $\alpha = \operatorname{softmax}(\mathtt{scores})$ over the last axis
@@ -295,12 +334,13 @@ def attend(scores, value, mask=None, dropout=None, training=None):
         dropout: optional callable (e.g. a `keras.layers.Dropout`) applied to
             the weights before the weighted sum.
         training: passed to `dropout`.
+        sinks: optional sink logits of `masked_softmax`.
 
     Returns:
         Tuple `(output, weights)`: `output` `(..., Tq, dv)` in `value`'s dtype
         and `weights` `(..., Tq, Tk)` (float32, before dropout).
     """
-    weights = masked_softmax(scores, mask)  # (..., Tq, Tk)
+    weights = masked_softmax(scores, mask, sinks=sinks)  # (..., Tq, Tk)
     dropped = (
         weights if dropout is None else dropout(weights, training=training)
     )

@@ -5,7 +5,10 @@ Argument checks raise in keras's form: what was expected, then
 `Received: name=value`, so the message always names the argument.
 """
 
+import functools
+import inspect
 import numbers
+import random
 
 import keras
 import numpy as np
@@ -254,3 +257,44 @@ def check_no_unknown_kwargs(kwargs, allowed=("name", "trainable", "dtype")):
             f"Unknown keyword argument(s): {', '.join(unknown)}. "
             f"Received: {', '.join(f'{k}={kwargs[k]!r}' for k in unknown)}"
         )
+
+
+@functools.cache
+def _keywords(function):
+    """The keyword names `function` takes, or `None` if it takes `**any`."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters)
+
+
+def call_with_context(method, *args, **context):
+    """`method(*args, **context)` with only the context it accepts.
+
+    Context keywords (`num_heads`, `segment_ids`) reach a modifier's
+    `call`, `bias` or gradient only when its signature names them or takes
+    `**context`, so a modifier written with DESIGN's plain signature
+    `call(q_idx, kv_idx, head)` works too.
+    """
+    names = _keywords(getattr(method, "__func__", method))
+    if names is not None:
+        context = {k: v for k, v in context.items() if k in names}
+    return method(*args, **context)
+
+
+def draw_seed(seed=None):
+    """`seed` checked, or a fresh one drawn from Python's `random`.
+
+    The one place a sampling seed is drawn (`keras.utils.set_random_seed`
+    makes the draws reproducible). A Python or NumPy scalar must be an
+    int32; a tensor seed (traced) passes as is.
+
+    Returns:
+        `seed`, or an int in `[0, 2**31)` when `seed` is `None`.
+    """
+    if seed is None:
+        return random.randrange(1 << 31)
+    if isinstance(seed, (numbers.Number, str)):  # the noise hashes an int32
+        low, high = -(1 << 31), (1 << 31) - 1
+        check_number("seed", seed, low, high, integer=True, include_low=True)
+    return seed

@@ -329,3 +329,106 @@ def test_single_head_attention_takes_modifiers():
         plain(q, q, use_causal_mask=True, attention_bias=bias),
         atol=1e-5,
     )
+
+
+# === Custom modifiers with DESIGN's plain signatures ===
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class EvenKeys(mods.MaskMod):
+    """DESIGN's signature, no context: keys at even positions only."""
+
+    def call(self, q_idx, kv_idx, head):
+        return kv_idx % 2 == 0
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class SameSegmentOrSelf(mods.MaskMod):
+    """Takes one context keyword by name (and not `num_heads`)."""
+
+    def call(self, q_idx, kv_idx, head, segment_ids=None):
+        same = mods.DocumentMask()(q_idx, kv_idx, head, segment_ids=segment_ids)
+        return ops.logical_or(same, q_idx == kv_idx)
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class HeadDistance(mods.ScoreMod):
+    """DESIGN's score signature: `call(scores, q_idx, kv_idx, head)`."""
+
+    additive = False  # a `call` of its own: no blockwise gradient
+
+    def call(self, scores, q_idx, kv_idx, head):
+        distance = ops.cast(ops.abs(q_idx - kv_idx), scores.dtype)
+        return scores - 0.1 * (ops.cast(head, scores.dtype) + 1) * distance
+
+
+@keras.saving.register_keras_serializable(package="tests")
+class HeadDistanceBias(mods.ScoreMod):
+    """The same as an additive `bias(q_idx, kv_idx, head)`."""
+
+    def bias(self, q_idx, kv_idx, head):
+        distance = ops.cast(ops.abs(q_idx - kv_idx), "float32")
+        return -0.1 * (ops.cast(head, "float32") + 1) * distance
+
+
+def head_distance_bias():
+    q, k, h = _positions(T, H)
+    return (-0.1 * (h + 1) * np.abs(q - k)).astype("float32")  # (1, H, T, T)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_custom_mask_mod_without_context_keywords(chunk_size):
+    modified, plain = pair(chunk_size, mask_mod=EvenKeys())
+    mask = np.broadcast_to(np.arange(T) % 2 == 0, (B, T, T))
+    np.testing.assert_allclose(
+        modified(X, X, segment_ids=SEGMENTS),  # context it does not take
+        plain(X, X, attention_mask=mask),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_custom_mask_mod_taking_segment_ids_by_name(chunk_size):
+    modified, plain = pair(chunk_size, mask_mod=SameSegmentOrSelf())
+    same = SEGMENTS[:, :, None] == SEGMENTS[:, None, :]  # (B, T, T)
+    mask = same | np.eye(T, dtype=bool)
+    np.testing.assert_allclose(
+        modified(X, X, segment_ids=SEGMENTS),
+        plain(X, X, attention_mask=mask),
+        atol=1e-5,
+    )
+
+
+@pytest.mark.parametrize("mod_class", [HeadDistance, HeadDistanceBias])
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_custom_score_mods_with_design_signatures(mod_class, chunk_size):
+    modified, plain = pair(chunk_size, score_mod=mod_class())
+    np.testing.assert_allclose(
+        modified(X, X, use_causal_mask=True),
+        plain(X, X, use_causal_mask=True, attention_bias=head_distance_bias()),
+        atol=1e-5,
+    )
+    # Gradients too (the chunked path's blockwise or looped gradient).
+    bias = head_distance_bias()
+    got, want = (
+        gradients(
+            lambda x, layer=layer, kw=kw: ops.sum(
+                ops.square(layer(x, x, use_causal_mask=True, **kw))
+            ),
+            inputs=[X],
+        )[0]
+        for layer, kw in ((modified, {}), (plain, {"attention_bias": bias}))
+    )
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_custom_modifiers_round_trip_in_a_saved_layer(tmp_path):
+    layer = MultiHeadAttention(
+        H, 4, mask_mod=EvenKeys(), score_mod=HeadDistance()
+    )
+    inputs = keras.Input((T, D))
+    model = keras.Model(inputs, layer(inputs, inputs))
+    path = str(tmp_path / "custom.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(X), model(X), atol=1e-6)

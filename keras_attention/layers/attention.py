@@ -3,53 +3,13 @@
 import keras
 from keras import ops
 
+from keras_attention import kernel
 from keras_attention import mods
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
+from keras_attention.layers import inputs
 from keras_attention.layers.dropout import Dropout
-
-
-def check_call_shapes(
-    query, value, key, attention_mask=None, key_length=None, **masks
-):
-    """Raise a `ValueError` naming the call argument whose shape is wrong.
-
-    Checks what is known when the call is traced: the batch and length of
-    `value`/`key` against `query`, `(B, Tq)` / `(B, Tk)` padding masks and
-    an `attention_mask` broadcastable to `(B, ..., Tq, Tk)` (`Tk` is
-    `key_length` when given, e.g. the length of a key/value cache).
-    """
-    batch, query_length = query.shape[0], query.shape[1]
-    key_length = value.shape[1]
-    utils.check_shape(
-        "value", value, (batch,) + (None,) * (len(value.shape) - 1)
-    )
-    utils.check_shape(
-        "key", key, (batch, key_length) + (None,) * (len(key.shape) - 2)
-    )
-    for name, mask in masks.items():  # query_mask, value_mask, key_mask
-        length = query_length if name == "query_mask" else key_length
-        utils.check_shape(name, mask, (batch, length))
-    heads = (None,) * max(len(getattr(attention_mask, "shape", ())) - 3, 0)
-    utils.check_shape(
-        "attention_mask",
-        attention_mask,
-        (batch, *heads, query_length, key_length),
-        broadcast=True,
-    )
-
-
-def hide_unseen_inputs(query, key, value, query_mask, key_mask, attention_mask):
-    """Zero the queries and keys/values that take no part in any output."""
-    seen_queries, seen_keys = attention_ops.seen_positions(
-        query_mask, key_mask, attention_mask
-    )
-    return (
-        attention_ops.hide_unseen(query, seen_queries),
-        attention_ops.hide_unseen(key, seen_keys),
-        attention_ops.hide_unseen(value, seen_keys),
-    )
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -154,11 +114,6 @@ class Attention(keras.layers.Layer):
         self._input_dims = (query_shape[-1], key_shape[-1])
         self.built = True
 
-    def _check_call(self, query, value, key, attention_mask, **masks):
-        check_call_shapes(query, value, key, attention_mask, **masks)
-        utils.check_shape("query", query, (None, None, self._input_dims[0]))
-        utils.check_shape("key", key, (None, None, self._input_dims[1]))
-
     def call(
         self,
         query,
@@ -175,45 +130,28 @@ class Attention(keras.layers.Layer):
         segment_ids=None,
     ):
         key = value if key is None else key
-        query, value, key = (  # integer inputs too, as keras layers do
-            ops.cast(x, self.compute_dtype) for x in (query, value, key)
-        )
-        self._check_call(
-            query,
-            value,
-            key,
-            attention_mask,
-            query_mask=query_mask,
-            value_mask=value_mask,
-            key_mask=key_mask,
-        )
+        inputs.check_call_shapes(
+            query, value, key, attention_mask, query_mask=query_mask,
+            value_mask=value_mask, key_mask=key_mask,
+        )  # fmt: skip
+        utils.check_shape("query", query, (None, None, self._input_dims[0]))
+        utils.check_shape("key", key, (None, None, self._input_dims[1]))
         key_mask = attention_ops.and_masks(value_mask, key_mask)
-        query, key, value = hide_unseen_inputs(
-            query, key, value, query_mask, key_mask, attention_mask
-        )
-        context = {} if segment_ids is None else {"segment_ids": segment_ids}
-        mask = attention_ops.build_mask(
-            ops.shape(query)[1],
-            ops.shape(key)[1],
-            query_mask,
-            key_mask,
-            attention_mask,
-            use_causal_mask,
-            mask_mod=self.mask_mod,
-            context=context,
-        )  # broadcastable to (B, Tq, Tk), or None
-        logits = self.score(query, key) / self.temperature  # (B, Tq, Tk)
-        logits = attention_ops.modify_scores(
-            logits, self.score_mod, context=context
-        )
-        if attention_bias is not None:
-            logits = logits + ops.cast(attention_bias, logits.dtype)
-        output, weights = attention_ops.attend(
-            logits, value, mask, self.dropout_layer, training
-        )
-        return utils.pack_outputs(
-            output, weights if return_attention_scores else None
-        )
+        query, value, key = inputs.prepare(
+            self.compute_dtype, query, value, key, query_mask, key_mask,
+            attention_mask, cached=False,
+        )  # fmt: skip
+        output, weights = kernel.attention(
+            query, key, value, score=self.score, scale=1.0 / self.temperature,
+            query_mask=query_mask, key_mask=key_mask,
+            attention_mask=attention_mask, use_causal_mask=use_causal_mask,
+            score_mod=self.score_mod, mask_mod=self.mask_mod,
+            attention_bias=attention_bias,
+            context={} if segment_ids is None else {"segment_ids": segment_ids},
+            dropout=self.dropout_layer, training=training,
+            return_weights=return_attention_scores,
+        )  # fmt: skip
+        return utils.pack_outputs(output, weights)
 
     def compute_output_shape(
         self, query_shape, value_shape, key_shape=None, **kwargs

@@ -1,10 +1,12 @@
 """Positional encodings: sinusoidal, learned, token + position, rotary."""
 
 import math
+from typing import NamedTuple
 
 import keras
 from keras import ops
 
+from keras_attention import mods
 from keras_attention import ops as attention_ops
 from keras_attention import utils
 
@@ -304,7 +306,8 @@ class RotaryEmbedding(keras.layers.Layer):
         start_index: position of the first step. Defaults to `0`.
 
     Returns:
-        The rotated inputs, same shape.
+        The rotated inputs, same shape. The Keras mask of `inputs` (e.g.
+        from an `Embedding(mask_zero=True)` upstream) passes through.
 
     Examples:
         >>> import numpy as np
@@ -320,6 +323,7 @@ class RotaryEmbedding(keras.layers.Layer):
         super().__init__(**kwargs)
         utils.check_positive_number("max_wavelength", max_wavelength)
         self.max_wavelength = max_wavelength
+        self.supports_masking = True  # rotating keeps the positions' mask
         self.built = True
 
     def call(self, inputs, start_index=0):
@@ -335,8 +339,70 @@ class RotaryEmbedding(keras.layers.Layer):
             inputs, positions, self.max_wavelength
         )
 
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
     def compute_output_shape(self, inputs_shape):
         return inputs_shape
 
     def get_config(self):
         return {**super().get_config(), "max_wavelength": self.max_wavelength}
+
+
+# === Positional schemes of the Transformer models ===
+
+
+class PositionalScheme(NamedTuple):
+    """Where a scheme's positions enter a Transformer, and what it limits.
+
+    Args:
+        embedding: the `positional` of `TokenAndPositionEmbedding`
+            (`"sinusoidal"`, `"learned"`) or `None` (positions enter the
+            attention instead).
+        self_attention: `causal -> dict` of self-attention arguments for
+            the blocks of a stack (e.g. a rotary wavelength, a score
+            modifier), called once per stack so a learned bias is shared.
+        limits_source: whether sources longer than the model's
+            `max_length` are refused.
+        limits_target: whether targets longer than `max_length` are
+            refused (learned positions end there).
+    """
+
+    embedding: object = None
+    self_attention: object = lambda causal: {}
+    limits_source: bool = False
+    limits_target: bool = False
+
+
+def _rotary(causal):
+    return {"rotary_max_wavelength": 10000}
+
+
+def _alibi(causal):
+    return {"score_mod": mods.ALiBi()}
+
+
+def _t5(causal):  # bidirectional in an encoder
+    return {"score_mod": mods.RelativePositionBias(bidirectional=not causal)}
+
+
+POSITIONAL_SCHEMES = {
+    "sinusoidal": PositionalScheme("sinusoidal", limits_source=True),
+    "learned": PositionalScheme(
+        "learned", limits_source=True, limits_target=True
+    ),
+    "rotary": PositionalScheme(self_attention=_rotary),
+    "alibi": PositionalScheme(self_attention=_alibi),
+    "t5": PositionalScheme(self_attention=_t5),
+}
+
+
+def positional_scheme(positional):
+    """The `PositionalScheme` named `positional` (a key of
+    `POSITIONAL_SCHEMES`); a `ValueError` naming `positional` otherwise.
+
+    The one home of the models' `positional=` argument: a new scheme is one
+    entry here plus its layer or modifier.
+    """
+    utils.check_choice("positional", positional, tuple(POSITIONAL_SCHEMES))
+    return POSITIONAL_SCHEMES[positional]

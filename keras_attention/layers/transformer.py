@@ -120,12 +120,7 @@ def _check_block_arguments(
     utils.check_positive_number(
         "rotary_max_wavelength", rotary_max_wavelength, allow_none=True
     )
-    if num_key_value_heads and num_heads % num_key_value_heads:
-        raise ValueError(
-            "`num_heads` must be a multiple of `num_key_value_heads`. "
-            f"Received: num_heads={num_heads}, "
-            f"num_key_value_heads={num_key_value_heads}"
-        )
+    utils.check_heads(num_heads, num_key_value_heads)
 
 
 class _Block(keras.layers.Layer):
@@ -546,6 +541,18 @@ class TransformerDecoderBlock(_Block):
                 f"{None if encoder_outputs is None else encoder_outputs.shape}"
             )
 
+    def initial_cache(self, batch_size, max_length):
+        """The self-attention's empty decoding cache (its `initial_cache`).
+
+        Args:
+            batch_size: int (or scalar int tensor) `B`.
+            max_length: int `T_max`.
+
+        Returns:
+            The `cache` of `call`.
+        """
+        return self.self_attention.initial_cache(batch_size, max_length)
+
     def compute_cross_attention_cache(self, encoder_outputs):
         """Cross-attention keys/values `(B, 2, S, H_kv, D)`, once per source.
 
@@ -814,6 +821,20 @@ class TransformerDecoder(TransformerEncoder):
                     f"`{name}` must hold one cache per block ("
                     f"{self.num_layers}). Received: {len(cache)} caches"
                 )
+
+    def initial_cache(self, batch_size, max_length):
+        """Each block's empty self-attention cache, for `cache`.
+
+        Args:
+            batch_size: int (or scalar int tensor) `B`.
+            max_length: int `T_max`.
+
+        Returns:
+            List of `num_layers` block caches.
+        """
+        return [
+            block.initial_cache(batch_size, max_length) for block in self.blocks
+        ]
 
     def compute_cross_attention_cache(self, encoder_outputs):
         """Each block's cross-attention keys/values, once per source.

@@ -11,6 +11,7 @@ from keras_attention.layers.attention import AttentionPooling
 from keras_attention.layers.dropout import Dropout
 from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.positional import TokenAndPositionEmbedding
+from keras_attention.layers.positional import positional_scheme
 from keras_attention.layers.transformer import TransformerDecoder
 from keras_attention.layers.transformer import TransformerEncoder
 from keras_attention.models.generation import Generator
@@ -20,7 +21,8 @@ def _check_arguments(config, *int_names, choices=()):
     """Raise a `ValueError` naming the first bad constructor argument.
 
     `int_names` must be positive ints; `choices` is `(name, allowed)` pairs;
-    `dropout` is a rate; `hidden_dim` must be divisible by `num_heads`.
+    `dropout` is a rate; `hidden_dim` must be divisible by `num_heads`; the
+    positional scheme must be known and fit the head size and modifiers.
     """
     for name in int_names:
         utils.check_positive_int(name, config[name])
@@ -33,30 +35,40 @@ def _check_arguments(config, *int_names, choices=()):
             "`hidden_dim` must be divisible by `num_heads`. "
             f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
         )
-    if config.get("positional") == "rotary" and (hidden_dim // num_heads) % 2:
+    positional = config["positional"]
+    scheme = positional_scheme(positional)
+    if positional == "rotary":
+        utils.check_even(
+            "hidden_dim / num_heads", hidden_dim // num_heads,
+            'positional="rotary" rotates pairs of head features',
+        )  # fmt: skip
+    config["score_mod"] = mods.serialize(
+        mods.get(config["score_mod"], mods.ScoreMod)
+    )
+    config["mask_mod"] = mods.serialize(
+        mods.get(config["mask_mod"], mods.MaskMod)
+    )
+    if config["score_mod"] and "score_mod" in scheme.self_attention(False):
         raise ValueError(
-            '`positional="rotary"` needs an even head size `hidden_dim / '
-            f"num_heads`. Received: hidden_dim={hidden_dim}, "
-            f"num_heads={num_heads}"
+            f"`score_mod` cannot be combined with positional={positional!r}, "
+            "whose position bias is the score modifier. Received: "
+            f"score_mod={config['score_mod']}, positional={positional!r}"
         )
 
 
-POSITIONALS = ("sinusoidal", "learned", "rotary", "alibi", "t5")
-
-
-def _positional(positional, causal):
-    """Where positions enter for a scheme: the embedding's `positional`
-    and the stack's block arguments (self-attention, `causal` or not)."""
-    if positional in ("sinusoidal", "learned"):
-        return positional, {}
-    if positional == "rotary":
-        return None, {"rotary_max_wavelength": 10000}
-    if positional == "alibi":
-        return None, {"score_mod": mods.ALiBi()}
-    # T5: one learned bias per stack, bidirectional in the encoder.
-    return None, {
-        "score_mod": mods.RelativePositionBias(bidirectional=not causal)
-    }
+def _stack_arguments(config, causal):
+    """Block arguments of one stack: sizes, the positional scheme's
+    self-attention arguments and the modifiers (a fresh copy per stack)."""
+    arguments = dict(
+        num_heads=config["num_heads"],
+        intermediate_dim=config["intermediate_dim"],
+        dropout=config["dropout"],
+        norm_first=config["norm_first"],
+        score_mod=mods.get(config["score_mod"], mods.ScoreMod),
+        mask_mod=mods.get(config["mask_mod"], mods.MaskMod),
+    )
+    scheme = positional_scheme(config["positional"])
+    return {**arguments, **scheme.self_attention(causal)}
 
 
 class _TransformerParts:
@@ -67,7 +79,7 @@ class _TransformerParts:
     """
 
     def __init__(self, config, dtype):
-        embedding_positional, _ = _positional(config["positional"], False)
+        scheme = positional_scheme(config["positional"])
 
         # === Embeddings (√d-scaled tokens + positions, id 0 = padding) ===
         def embedding(side):
@@ -75,7 +87,7 @@ class _TransformerParts:
                 config[f"{side}_vocab_size"],
                 config["hidden_dim"],
                 max_length=config["max_length"],
-                positional=embedding_positional,
+                positional=scheme.embedding,
                 name=f"{side}_embedding",
                 dtype=dtype,
             )
@@ -85,23 +97,15 @@ class _TransformerParts:
         if not config["share_embeddings"]:
             self.target_embedding = embedding("target")
         # === Encoder and decoder stacks ===
-        blocks = dict(
-            num_heads=config["num_heads"],
-            intermediate_dim=config["intermediate_dim"],
-            dropout=config["dropout"],
-            norm_first=config["norm_first"],
-            dtype=dtype,
-        )
-        layers, positional = config["num_layers"], config["positional"]
+        layers = config["num_layers"]
         self.encoder = TransformerEncoder(
-            layers,
-            name="encoder",
-            **blocks,
-            **_positional(positional, False)[1],
-        )
+            layers, name="encoder", dtype=dtype,
+            **_stack_arguments(config, causal=False),
+        )  # fmt: skip
         self.decoder = TransformerDecoder(
-            layers, name="decoder", **blocks, **_positional(positional, True)[1]
-        )
+            layers, name="decoder", dtype=dtype,
+            **_stack_arguments(config, causal=True),
+        )  # fmt: skip
         # === Head ===
         self.dropout = Dropout(config["dropout"], name="dropout", dtype=dtype)
         self.logits = keras.layers.Dense(
@@ -166,6 +170,15 @@ class Transformer(Generator, keras.Model):
         share_embeddings: one embedding for source and target (and the
             logits' weights stay separate); needs equal vocabulary sizes.
             Defaults to `False`.
+        score_mod: optional `keras_attention.mods.ScoreMod` of every
+            block's self-attention (e.g. `mods.SoftCap(50.0)`); not with
+            `positional="alibi"` or `"t5"`, whose bias is the score
+            modifier. Defaults to `None`.
+        mask_mod: optional `keras_attention.mods.MaskMod` of every block's
+            self-attention (e.g. `mods.SlidingWindow(64)`). Defaults to
+            `None`.
+        **kwargs: `name`, `trainable`; any other keyword is a
+            `ValueError`.
 
     Call arguments:
         inputs: dict with `"source"` int `(B, S)` and `"target_in"` int
@@ -199,9 +212,12 @@ class Transformer(Generator, keras.Model):
         norm_first=True,
         positional="sinusoidal",
         share_embeddings=False,
+        score_mod=None,
+        mask_mod=None,
         dtype=None,
         **kwargs,
     ):
+        utils.check_no_unknown_kwargs(kwargs)
         if share_embeddings and source_vocab_size != target_vocab_size:
             raise ValueError(
                 "`share_embeddings=True` needs equal vocabulary sizes. "
@@ -220,6 +236,8 @@ class Transformer(Generator, keras.Model):
             "norm_first": norm_first,
             "positional": positional,
             "share_embeddings": share_embeddings,
+            "score_mod": score_mod,
+            "mask_mod": mask_mod,
         }
         _check_arguments(
             config,
@@ -231,7 +249,6 @@ class Transformer(Generator, keras.Model):
             "intermediate_dim",
             "max_length",
             choices=(
-                ("positional", POSITIONALS),
                 ("norm_first", (True, False)),
                 ("share_embeddings", (True, False)),
             ),
@@ -290,16 +307,14 @@ class Transformer(Generator, keras.Model):
         return self.max_length
 
     def check_lengths(self, max_length, source_length=None):
-        if self.positional == "learned" and max_length > self.max_length:
+        scheme = positional_scheme(self.positional)
+        if scheme.limits_target and max_length > self.max_length:
             raise ValueError(
                 "Invalid value for argument `max_length`: cannot generate "
                 "more tokens than the model's learned positions. Received: "
                 f"max_length={max_length}, model max_length={self.max_length}"
             )
-        if (
-            self.positional in ("sinusoidal", "learned")
-            and (source_length or 0) > self.max_length
-        ):
+        if scheme.limits_source and (source_length or 0) > self.max_length:
             raise ValueError(
                 "Invalid source length (`source_length`, the length of "
                 "`source`): longer than the model's positions. Received: "
@@ -309,22 +324,14 @@ class Transformer(Generator, keras.Model):
 
     def decoding_state(self, source, max_length):
         memory = self._parts.encode(source)  # (B, S, d)
-        # One self-attention cache per block, and the source's
-        # cross-attention keys/values projected once.
-        shape = (
-            ops.shape(source)[0],
-            2,
-            max_length,
-            self.num_heads,
-            self.hidden_dim // self.num_heads,
-        )
+        # One self-attention cache per block (the decoding contract's
+        # `initial_cache`), and the source's cross-attention keys/values
+        # projected once.
+        batch_size = ops.shape(source)[0]
         return {
             "memory": memory,
             "memory_mask": ops.not_equal(source, PAD_ID),
-            "cache": [
-                ops.zeros(shape, dtype=memory.dtype)
-                for _ in range(self.num_layers)
-            ],
+            "cache": self.decoder_stack.initial_cache(batch_size, max_length),
             "cross_attention_cache": (
                 self.decoder_stack.compute_cross_attention_cache(memory)
             ),
@@ -385,7 +392,6 @@ class FirstToken(keras.layers.Layer):
 
 def _classifier_graph(config, dtype):
     """Token ids → embedding → encoder → pooling → logits, functional."""
-    positional, blocks = _positional(config["positional"], False)
     tokens = keras.Input((None,), dtype="int32", name="tokens")
     x = tokens
     if config["pooling"] == "cls":
@@ -394,21 +400,15 @@ def _classifier_graph(config, dtype):
         config["vocab_size"],
         config["hidden_dim"],
         max_length=config["max_length"],
-        positional=positional,
+        positional=positional_scheme(config["positional"]).embedding,
         name="embedding",
         dtype=dtype,
     )(x)
     x = Dropout(config["dropout"], name="dropout", dtype=dtype)(x)
     x = TransformerEncoder(
-        config["num_layers"],
-        num_heads=config["num_heads"],
-        intermediate_dim=config["intermediate_dim"],
-        dropout=config["dropout"],
-        norm_first=config["norm_first"],
-        name="encoder",
-        dtype=dtype,
-        **blocks,
-    )(x)
+        config["num_layers"], name="encoder", dtype=dtype,
+        **_stack_arguments(config, causal=False),
+    )(x)  # fmt: skip
     x = _pooling(config["pooling"], dtype)(x)
     logits = keras.layers.Dense(
         config["num_classes"], name="logits", dtype=dtype
@@ -447,6 +447,10 @@ class TransformerClassifier(keras.Model):
         norm_first: pre-norm blocks. Defaults to `True`.
         positional: as `Transformer`'s (T5's bias is bidirectional here).
             Defaults to `"sinusoidal"`.
+        score_mod, mask_mod: modifiers of every block's self-attention, as
+            `Transformer`'s. Default to `None`.
+        **kwargs: `name`, `trainable`; any other keyword is a
+            `ValueError`.
 
     Call arguments:
         inputs: int `(B, T)` token ids.
@@ -477,9 +481,12 @@ class TransformerClassifier(keras.Model):
         pooling="cls",
         norm_first=True,
         positional="sinusoidal",
+        score_mod=None,
+        mask_mod=None,
         dtype=None,
         **kwargs,
     ):
+        utils.check_no_unknown_kwargs(kwargs)
         config = {
             "vocab_size": vocab_size,
             "num_classes": num_classes,
@@ -492,6 +499,8 @@ class TransformerClassifier(keras.Model):
             "pooling": pooling,
             "norm_first": norm_first,
             "positional": positional,
+            "score_mod": score_mod,
+            "mask_mod": mask_mod,
         }
         _check_arguments(
             config,
@@ -505,7 +514,6 @@ class TransformerClassifier(keras.Model):
             choices=(
                 ("pooling", self.poolings),
                 ("norm_first", (True, False)),
-                ("positional", POSITIONALS),
             ),
         )
         dtype = utils.dtype_policy(dtype)

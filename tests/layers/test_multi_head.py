@@ -465,3 +465,18 @@ def test_chunked_cache_prefill_at_a_tensor_index_equals_dense():
     np.testing.assert_allclose(
         outputs[0], plain(x, x, use_causal_mask=True)[:, 3:], atol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "args, name",
+    [
+        ((normal(2, 5, 7), normal(2, 7, 8)), "query"),
+        ((normal(2, 5, 6), normal(2, 7, 5)), "value"),
+        ((normal(2, 5, 6), normal(2, 7, 8), normal(2, 7, 4)), "key"),
+    ],
+)
+def test_feature_size_other_than_built_is_refused_naming_it(args, name):
+    layer = MultiHeadAttention(num_heads=3, key_dim=4)
+    layer(QUERY, VALUE, KEY)  # built on (6, 8, 3) features
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        layer(*args)

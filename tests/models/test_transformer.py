@@ -264,3 +264,78 @@ def test_classifier_positional_schemes(positional):
         positional=positional,
     )  # fmt: skip
     assert tuple(model(SOURCE).shape) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda **kw: small_transformer(**kw),
+        lambda **kw: TransformerClassifier(
+            20, 3, hidden_dim=8, num_heads=2, **kw
+        ),  # fmt: skip
+    ],
+)
+def test_misspelt_keyword_is_refused_naming_it(build):
+    with pytest.raises(ValueError, match="dropuot"):
+        build(dropuot=0.3)
+
+
+def test_model_modifiers_reach_every_self_attention_and_round_trip(tmp_path):
+    from keras_attention import mods
+
+    model = small_transformer(
+        score_mod=mods.SoftCap(0.5), mask_mod=mods.SlidingWindow(2)
+    )
+    plain = small_transformer()
+    plain.set_weights(model.get_weights())
+    self_attentions = [
+        layer.self_attention
+        for stack in (model.get_layer("encoder"), model.get_layer("decoder"))
+        for layer in stack.blocks
+    ]
+    assert len(self_attentions) == 4
+    for attention in self_attentions:
+        assert isinstance(attention.score_mod, mods.SoftCap)
+        assert isinstance(attention.mask_mod, mods.SlidingWindow)
+    for block in model.get_layer("decoder").blocks:  # cross: none
+        assert block.cross_attention.score_mod is None
+    # A cap of 0.5 and a 2-wide window change the logits.
+    assert not np.allclose(model(inputs()), plain(inputs()), atol=1e-3)
+    # Cached generation honours them (== teacher forcing).
+    tokens = np.asarray(model.generate(SOURCE, 5))
+    target_in = np.concatenate([np.ones((2, 1), "int32"), tokens[:, :-1]], 1)
+    logits = np.array(model(inputs(target_in=target_in)))
+    logits[..., :2] = -np.inf
+    np.testing.assert_array_equal(
+        tokens, np.where(tokens > 0, logits.argmax(-1), 0)
+    )
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(restored(inputs()), model(inputs()))
+    assert restored.get_config()["score_mod"] == model.get_config()["score_mod"]
+
+
+def test_model_score_mod_with_a_bias_scheme_is_refused():
+    from keras_attention import mods
+
+    with pytest.raises(ValueError, match="score_mod"):
+        small_transformer(positional="alibi", score_mod=mods.SoftCap(5.0))
+    with pytest.raises(ValueError, match="positional"):
+        small_transformer(positional="sinusoidal2")
+
+
+def test_generate_decodes_through_the_layers_initial_cache(monkeypatch):
+    """The decoder stack's caches come from the layers' `initial_cache`
+    (the decoding contract), never built by the model itself."""
+    model = small_transformer()
+    calls = []
+    attention = model.get_layer("decoder").blocks[0].self_attention
+    original = attention.initial_cache
+
+    def spy(batch_size, max_length):
+        calls.append(max_length)
+        return original(batch_size, max_length)
+
+    monkeypatch.setattr(attention, "initial_cache", spy)
+    model.generate_function(SOURCE, 4)
+    assert calls == [4]
