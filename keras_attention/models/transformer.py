@@ -12,8 +12,8 @@ from keras_attention.layers.dropout import Dropout
 from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.positional import TokenAndPositionEmbedding
 from keras_attention.layers.positional import positional_scheme
-from keras_attention.layers.transformer import TransformerDecoder
-from keras_attention.layers.transformer import TransformerEncoder
+from keras_attention.layers.stacks import TransformerDecoder
+from keras_attention.layers.stacks import TransformerEncoder
 from keras_attention.models.generation import Generator
 
 
