@@ -15,8 +15,6 @@ Returned tokens exclude the start token; positions after the first `end_id`
 hold `pad_id`. Reserved ids: pad 0, start 1, end 2, unknown 3.
 """
 
-import random
-
 import keras
 from keras import ops
 
@@ -160,6 +158,41 @@ def _uniform(seed, index, shape):
     return (ops.cast(bits, "float32") + 0.5) / float(1 << 24)  # never 0
 
 
+def check_sampling_options(
+    temperature=1.0, top_k=None, top_p=None, vocab_size=None
+):
+    """Raise a `ValueError` naming the first bad option of `sample`.
+
+    The one check of the sampling options, shared by `sample`,
+    `filter_logits` and `generate`'s `DecodingOptions`.
+
+    Args:
+        temperature: a number `> 0`.
+        top_k: an int `> 0` (at most `vocab_size`, when known), or `None`.
+        top_p: a number in $(0, 1]$, or `None`.
+        vocab_size: the size `V` of the logits, or `None` if unknown.
+    """
+    utils.check_positive_number("temperature", temperature)
+    utils.check_positive_int("top_k", top_k, allow_none=True)
+    if None not in (top_k, vocab_size) and top_k > vocab_size:
+        raise ValueError(
+            "Invalid value for argument `top_k`: expected at most the "
+            f"vocabulary size {vocab_size}. Received: top_k={top_k}"
+        )
+    utils.check_number("top_p", top_p, 0, 1, allow_none=True)
+
+
+def check_beam_options(beam_width=4, length_penalty=0.6, coverage_penalty=0.0):
+    """Raise a `ValueError` naming the first bad option of `beam_search`:
+    `beam_width` an int `> 0`, the penalties numbers `>= 0`."""
+    utils.check_positive_int("beam_width", beam_width)
+    for name, value in (
+        ("length_penalty", length_penalty),
+        ("coverage_penalty", coverage_penalty),
+    ):
+        utils.check_number(name, value, 0, include_low=True)
+
+
 def filter_logits(logits, top_k=None, top_p=None):
     """Keep the `top_k` largest logits and the top-p nucleus, mask the rest.
 
@@ -173,13 +206,10 @@ def filter_logits(logits, top_k=None, top_p=None):
         float32 `(B, V)`, masked entries set to a large negative number.
     """
     logits = ops.cast(logits, "float32")
+    check_sampling_options(
+        top_k=top_k, top_p=top_p, vocab_size=logits.shape[-1]
+    )
     if top_k is not None:
-        vocab = logits.shape[-1]
-        if vocab is not None and top_k > vocab:
-            raise ValueError(
-                "Invalid value for argument `top_k`: expected at most the "
-                f"vocabulary size {vocab}. Received: top_k={top_k}"
-            )
         kth = ops.top_k(logits, k=int(top_k))[0][:, -1:]  # (B, 1)
         logits = ops.where(logits < kth, mask_value(), logits)
     if top_p is not None:
@@ -239,11 +269,8 @@ def sample(
         Holtzman et al., 2020, "The Curious Case of Neural Text
         Degeneration" (top-p); Fan et al., 2018 (top-k).
     """
-    utils.check_positive_number("temperature", temperature)
-    utils.check_positive_int("top_k", top_k, allow_none=True)
-    utils.check_number("top_p", top_p, 0, 1, allow_none=True)
-    if seed is None:
-        seed = random.randrange(1 << 31)
+    check_sampling_options(temperature, top_k, top_p)
+    seed = utils.draw_seed(seed)
 
     def choose(logits, index):
         logits = filter_logits(logits / temperature, top_k, top_p)
@@ -391,7 +418,7 @@ def beam_search(
         (length and coverage penalties).
     """
     _check(max_length, end_id, pad_id)
-    utils.check_positive_int("beam_width", beam_width)
+    check_beam_options(beam_width, length_penalty, coverage_penalty)
     width, use_coverage = int(beam_width), bool(coverage_penalty)
     start_ids = ops.cast(start_ids, "int32")
     batch = ops.shape(start_ids)[0]

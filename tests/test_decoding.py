@@ -7,6 +7,7 @@ import pytest
 from keras import ops
 
 from keras_attention import decoding
+from keras_attention.models.generation import DecodingOptions
 from tests.testing import compiled
 
 PAD, START, END = 0, 1, 2
@@ -261,3 +262,58 @@ def test_bad_arguments_raise_value_errors():
         decoding.beam_search(table_step, state, start, 3, coverage_penalty=1.0)
     with pytest.raises(ValueError, match="max_length"):
         decoding.greedy_search(table_step, state, start, 0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperature": 0.0},
+        {"temperature": float("inf")},
+        {"top_k": 1.5},
+        {"top_k": 0},
+        {"top_p": 1.5},
+        {"top_p": 0.0},
+    ],
+    ids=str,
+)
+def test_sample_and_generate_check_the_sampling_options_alike(options):
+    state, start = np.zeros((1,), "int32"), np.array([START])
+    with pytest.raises(ValueError, match="argument") as direct:
+        decoding.sample(table_step, state, start, 3, seed=0, **options)
+    with pytest.raises(ValueError, match="argument") as generate:
+        DecodingOptions(method="sample", **options)
+    assert str(direct.value) == str(generate.value)
+
+
+@pytest.mark.parametrize(
+    "options", [{"top_k": 0}, {"top_k": 8}, {"top_p": 1.5}], ids=str
+)
+def test_filter_logits_checks_its_options(options):
+    logits = np.zeros((2, 7), "float32")
+    with pytest.raises(ValueError, match=f"argument `{next(iter(options))}`"):
+        decoding.filter_logits(logits, **options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"beam_width": 0},
+        {"length_penalty": -1.0},
+        {"coverage_penalty": float("nan")},
+    ],
+    ids=str,
+)
+def test_beam_search_and_generate_check_the_beam_options_alike(options):
+    state, start = np.zeros((1,), "int32"), np.array([START])
+    with pytest.raises(ValueError, match="argument") as direct:
+        decoding.beam_search(table_step, state, start, 3, **options)
+    with pytest.raises(ValueError, match="argument") as generate:
+        DecodingOptions(method="beam", **options)
+    assert str(direct.value) == str(generate.value)
+
+
+@pytest.mark.parametrize("seed", [1.5, "3", 2**31])
+def test_sample_rejects_a_seed_that_is_not_an_int32(seed):
+    state, start = np.zeros((1,), "int32"), np.array([START])
+    with pytest.raises(ValueError, match="argument `seed`"):
+        decoding.sample(table_step, state, start, 3, seed=seed)

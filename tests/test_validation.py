@@ -321,6 +321,8 @@ def test_model_call_checks_its_inputs(transformer, inputs, name):
         ({"max_length": 3, "source": SOURCE * 1.7}, "source"),
         ({"max_length": 3, "source": -SOURCE}, "source"),
         ({"max_length": 3, "source": SOURCE[0]}, "source"),
+        ({"max_length": 3, "source": SOURCE[:, :0]}, "source"),
+        ({"max_length": 3, "method": "sample", "seed": 2**31}, "seed"),
     ],
 )
 def test_generate_checks_its_arguments(transformer, kwargs, name):

@@ -17,7 +17,6 @@ options.
 """
 
 import dataclasses
-import random
 
 import keras
 from keras import ops
@@ -57,12 +56,12 @@ class DecodingOptions:
 
     def __post_init__(self):
         utils.check_choice("method", self.method, METHODS)
-        utils.check_positive_int("beam_width", self.beam_width)
-        for name in ("length_penalty", "coverage_penalty"):
-            utils.check_number(name, getattr(self, name), 0, include_low=True)
-        utils.check_positive_number("temperature", self.temperature)
-        utils.check_positive_int("top_k", self.top_k, allow_none=True)
-        utils.check_number("top_p", self.top_p, 0, 1, allow_none=True)
+        decoding.check_beam_options(
+            self.beam_width, self.length_penalty, self.coverage_penalty
+        )
+        decoding.check_sampling_options(
+            self.temperature, self.top_k, self.top_p
+        )
 
     def decode(self, step_fn, state, start_ids, max_length, seed):
         """Run the decoding loop of `method`; returns int32 `(B, L)`."""
@@ -209,6 +208,26 @@ class Generator:
         cannot decode; `source_length` is `None` when unknown."""
         return None  # no limit (a body, so that AutoGraph can convert it)
 
+    def _check_generate(self, source, max_length, options):
+        """The checks of `generate` and `generate_function`, written once.
+
+        Raises a `ValueError` naming `max_length`, `source` or an option
+        before any tracing; returns the `DecodingOptions` and the source as
+        an int32 tensor.
+        """
+        options = DecodingOptions(**options)
+        utils.check_positive_int("max_length", max_length)
+        check_inputs({"source": source}, source=self.source_vocab_size)
+        source = ops.convert_to_tensor(source)
+        if source.shape[1] == 0:  # nothing to attend to
+            raise ValueError(
+                "Invalid shape for argument `source`: expected at least one "
+                f"token per row. Received: source.shape={tuple(source.shape)}"
+            )
+        source = ops.cast(source, "int32")
+        self.check_lengths(max_length, source.shape[1])
+        return options, source
+
     def generate_function(
         self, source, max_length, return_attention=False, seed=None, **options
     ):
@@ -217,11 +236,7 @@ class Generator:
         Same arguments and returns as `generate`; nothing is compiled or
         cached here, so this is what an export endpoint wraps.
         """
-        options = DecodingOptions(**options)
-        utils.check_positive_int("max_length", max_length)
-        check_inputs({"source": source}, source=self.source_vocab_size)
-        source = ops.cast(source, "int32")
-        self.check_lengths(max_length, source.shape[1])
+        options, source = self._check_generate(source, max_length, options)
         state = self.decoding_state(source, max_length)
 
         def step_fn(tokens, state, index):
@@ -229,8 +244,8 @@ class Generator:
             return never_reserved(logits), state, alignments
 
         start = ops.full((ops.shape(source)[0],), START_ID, "int32")
-        if seed is None and options.method == "sample":
-            seed = random.randrange(1 << 31)
+        if options.method == "sample":
+            seed = utils.draw_seed(seed)
         tokens = options.decode(step_fn, state, start, max_length, seed)
         if not return_attention:
             return tokens
@@ -268,12 +283,8 @@ class Generator:
             `(B, max_length, S)` if `return_attention` (0 where no token
             was emitted).
         """
-        options = DecodingOptions(**options)
-        utils.check_positive_int("max_length", max_length)
-        check_inputs({"source": source}, source=self.source_vocab_size)
-        utils.check_number("seed", seed, integer=True, allow_none=True)
-        source = ops.convert_to_tensor(source, "int32")
-        self.check_lengths(max_length, source.shape[1])
+        options, source = self._check_generate(source, max_length, options)
+        seed = utils.draw_seed(seed)  # a new one per call unless given
         key = (int(max_length), options, bool(return_attention))
         functions = self.__dict__.setdefault("_generate_functions", {})
         if key not in functions:
@@ -287,6 +298,4 @@ class Generator:
                 ),
                 self,
             )
-        if seed is None:
-            seed = random.randrange(1 << 31)
         return functions[key](source, ops.convert_to_tensor(seed, "int32"))

@@ -143,3 +143,27 @@ def test_generate_function_converts_with_autograph_without_warnings(caplog):
     with caplog.at_level("WARNING", logger="tensorflow"):
         translate(tf.constant(SOURCE, "int32"))
     assert "AutoGraph could not transform" not in caplog.text
+
+
+@pytest.mark.parametrize("function", ["generate", "generate_function"])
+def test_empty_source_names_the_argument(model, function):
+    # Checked once for both: a (B, 0) source has nothing to attend to.
+    with pytest.raises(ValueError, match="argument `source`"):
+        getattr(model, function)(SOURCE[:, :0], 4)
+
+
+@pytest.mark.parametrize("function", ["generate", "generate_function"])
+@pytest.mark.parametrize("seed", [1.5, True, 2**31, -(2**31) - 1])
+def test_bad_seed_names_the_argument(model, function, seed):
+    with pytest.raises(ValueError, match="argument `seed`"):
+        getattr(model, function)(SOURCE, 4, method="sample", seed=seed)
+
+
+def test_unseeded_generate_function_draws_its_seed_reproducibly(model):
+    draws = []
+    for _ in range(2):
+        keras.utils.set_random_seed(7)  # seeds Python's `random` too
+        draws.append(
+            model.generate_function(SOURCE, 6, method="sample", temperature=5.0)
+        )
+    np.testing.assert_array_equal(*draws)
