@@ -10,6 +10,7 @@ Reserved ids everywhere: pad 0, start 1, end 2, unknown 3.
 """
 
 import collections
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -101,21 +102,24 @@ def join_words(texts):
     return texts
 
 
-def _check_texts(texts):
-    """`texts` as a list of Python strings, or a `TypeError` naming it."""
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(
-            "`texts` must be an iterable of strings, not one string (it "
-            f"would be read as characters). Received: texts={texts[:40]!r}"
+def _check_strings(name, values, error=TypeError):
+    """`values` as a list of Python strings, or an `error` naming `name`."""
+    expected = (
+        f"Invalid value for argument `{name}`: expected a list of strings"
+    )
+    if isinstance(values, (str, bytes)):
+        raise error(
+            f"{expected}, not one string (it would be read as characters). "
+            f"Received: {name}={values[:40]!r}"
         )
-    texts = list(texts)
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(
-                "`texts` must hold Python strings. Received: an item of "
-                f"type {type(text).__name__}: {text!r:.40}"
-            )
-    return texts
+    try:
+        values = list(values)
+    except TypeError:  # None, a number: not an iterable
+        raise error(f"{expected}. Received: {name}={values!r:.40}") from None
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            raise error(f"{expected}. Received: {name}[{index}]={value!r:.40}")
+    return values
 
 
 def _count_words(texts, lower_case, batch_size):
@@ -211,7 +215,7 @@ def build_vocabulary(
         >>> len(vocab) <= 50, vocab.index("the") > 3
         (True, True)
     """
-    texts = _check_texts(texts)
+    texts = _check_strings("texts", texts)
     if not texts:
         raise ValueError("`texts` is empty: nothing to learn a vocabulary from")
     utils.check_number("size", size, len(RESERVED_TOKENS), integer=True)
@@ -228,8 +232,9 @@ def build_vocabulary(
 
 
 def _check_vocabulary(vocabulary):
-    """`vocabulary` as a list of distinct tokens after the reserved ones."""
-    vocabulary = _check_texts(vocabulary)
+    """`vocabulary` as a list of distinct tokens after the reserved ones,
+    or a `ValueError` naming it."""
+    vocabulary = _check_strings("vocabulary", vocabulary, ValueError)
     if vocabulary[: len(RESERVED_TOKENS)] != RESERVED_TOKENS:
         raise ValueError(
             f"`vocabulary` must start with {RESERVED_TOKENS}. "
@@ -257,9 +262,9 @@ class Tokenizer(tf.Module):
     exported with it.
 
     Args:
-        vocabulary: list of tokens whose first four are the reserved ones
-            (as `build_vocabulary` returns), or the path of a text file with
-            one token per line.
+        vocabulary: list of token strings whose first four are the
+            reserved ones (as `build_vocabulary` returns), or the path (a
+            string or `os.PathLike`) of a text file with one token per line.
         max_length: default length of `__call__`'s output. Defaults to
             `None` (the longest in the batch).
         lower_case: whether texts are case-folded; must match the
@@ -286,7 +291,7 @@ class Tokenizer(tf.Module):
         name=None,
     ):
         super().__init__(name=name)
-        if isinstance(vocabulary, str):
+        if isinstance(vocabulary, (str, os.PathLike)):
             with open(vocabulary, encoding="utf-8") as f:
                 vocabulary = [line.rstrip("\n") for line in f]
         vocabulary = _check_vocabulary(vocabulary)

@@ -92,6 +92,25 @@ def test_vocabulary_file_round_trip(tokenizer, tmp_path):
     path = tmp_path / "vocab.txt"
     tokenizer.save_vocabulary(path)
     assert text.Tokenizer(str(path)).vocabulary == tokenizer.vocabulary
+    assert text.Tokenizer(path).vocabulary == tokenizer.vocabulary  # a Path
+
+
+RESERVED = list(text.RESERVED_TOKENS)
+
+
+@pytest.mark.parametrize(
+    "vocabulary",
+    [None, 5, [0, 1, 2], RESERVED + [7], RESERVED + [b"bytes"], b"[PAD]"],
+    ids=str,
+)
+def test_a_vocabulary_of_anything_but_strings_names_vocabulary(vocabulary):
+    for make in (
+        lambda: text.Tokenizer(vocabulary),
+        lambda: text.Tokenizer(vocabulary=vocabulary),
+        lambda: text.Tokenizer.from_config({"vocabulary": vocabulary}),
+    ):
+        with pytest.raises(ValueError, match="argument `vocabulary`"):
+            make()
 
 
 def test_bad_vocabulary_and_arguments_raise():
