@@ -1,5 +1,7 @@
 """Tests of the positional encodings."""
 
+import warnings
+
 import keras
 import keras_hub
 import numpy as np
@@ -96,6 +98,24 @@ def test_rotary_matches_keras_hub(shape):
         x, start_index=3
     )
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_rotary_passes_the_embedding_mask_through():
+    # Rotation keeps which positions are padding: the mask of an
+    # `Embedding(mask_zero=True)` reaches the next layer, with no warning.
+    inputs = keras.Input((None,), dtype="int32")
+    embedded = keras.layers.Embedding(10, 8, mask_zero=True)(inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rotated = RotaryEmbedding(max_wavelength=100)(embedded)
+        pooled = keras.layers.GlobalAveragePooling1D()(rotated)  # masked
+        model = keras.Model(inputs, [rotated, pooled])
+        tokens = np.array([[3, 4, 5, 0], [6, 0, 0, 0]])
+        out, avg = (np.asarray(t) for t in model(tokens))
+    np.testing.assert_allclose(avg[0], out[0, :3].mean(0), atol=1e-6)
+    np.testing.assert_allclose(avg[1], out[1, 0], atol=1e-6)
+    mask = np.array([[True, False]])
+    assert RotaryEmbedding().compute_mask(np.ones((1, 2, 4)), mask) is mask
 
 
 def test_rotary_dot_product_depends_on_relative_position():
