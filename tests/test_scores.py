@@ -42,6 +42,33 @@ def test_general_matches_numpy_with_different_dims():
     np.testing.assert_allclose(out, q @ w @ k.swapaxes(-1, -2), rtol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_general_projected_keys_give_the_scores_of_call(dtype):
+    # q·(W k) with the keys projected once == (q W)·k; float16 inputs of
+    # ~200 give scores past float16's 65504, computed in float32 by both.
+    q, k = make(2, 3, 16) * 200, make(2, 5, 12) * 200
+    q, k = q.astype(dtype), k.astype(dtype)
+    layer = scores.General()
+    direct = np.asarray(layer(q, k))
+    projected = layer.project_key(k)  # (B, Tk, dq)
+    assert tuple(projected.shape) == (2, 5, 16)
+    assert keras.backend.standardize_dtype(projected.dtype) == "float32"
+    via_keys = np.asarray(layer.score_projected(q, projected))
+    assert np.all(np.isfinite(via_keys))
+    np.testing.assert_allclose(via_keys, direct, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("name", ["dot", "scaled_dot", "cosine", "distance"])
+def test_scores_without_a_key_projection_score_the_raw_key(name):
+    q, k = make(2, 3, 4), make(2, 5, 4)
+    layer = scores.get(name)
+    direct = np.asarray(layer(q, k))
+    np.testing.assert_array_equal(np.asarray(layer.project_key(k)), k)
+    np.testing.assert_allclose(
+        layer.score_projected(q, layer.project_key(k)), direct, rtol=1e-6
+    )
+
+
 @pytest.mark.parametrize("normalize", [False, True])
 def test_additive_matches_numpy(normalize):
     q, k = make(2, 3, 4), make(2, 5, 6)

@@ -293,3 +293,47 @@ def test_bad_arguments_raise_value_errors():
     with pytest.raises(ValueError, match="memory.shape"):
         AttentionDecoder(4)(np.ones((2, 3, 3)), np.ones((2, 5)))
     assert rnn.get_mechanism("bahdanau", 4).units == 4
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong"])
+def test_the_scores_own_projection_runs_once_per_sequence(
+    attention, monkeypatch
+):
+    # Both mechanisms project the memory with their score's `project_key`
+    # (no copy of its math), once per call and not once per step.
+    decoder = AttentionDecoder(6, attention=attention)
+    inputs = rng.normal(size=(2, 7, 3)).astype("float32")
+    expected = np.asarray(decoder(inputs, MEMORY))
+    calls = []
+    project = decoder.attention.score.project_key
+
+    def counting(memory):
+        calls.append(1)
+        return project(memory)
+
+    monkeypatch.setattr(decoder.attention.score, "project_key", counting)
+    np.testing.assert_allclose(decoder(inputs, MEMORY), expected, atol=1e-6)
+    assert len(calls) == 1
+
+
+def test_luong_general_under_mixed_float16_equals_the_general_score():
+    # q·Wm reaches ~1e5 here, past float16's 65504: the `General` score
+    # computes it in float32, and so must the mechanism that projects the
+    # memory once with it.
+    big = np.random.default_rng(4)
+    query = (big.normal(size=(2, 16)) * 200).astype("float32")
+    memory = (big.normal(size=(2, 5, 16)) * 200).astype("float32")
+    layer = LuongAttention(score="general", dtype="mixed_float16")
+    context, alignments = layer(query, memory, memory_mask=MASK)
+    half_query, half_memory = query.astype("float16"), memory.astype("float16")
+    scores = np.asarray(layer.score(half_query[:, None], half_memory))[:, 0]
+    assert np.abs(scores).max() > 65504  # the float16 overflow is real
+    expected = softmax(scores.astype("float64"), MASK)  # (B, S)
+    np.testing.assert_allclose(np.asarray(alignments), expected, atol=1e-3)
+    np.testing.assert_allclose(
+        np.asarray(context, "float32"),
+        np.einsum("bs,bsd->bd", expected, half_memory.astype("float64")),
+        rtol=1e-2,
+        atol=1e-1,
+    )
+
