@@ -34,6 +34,13 @@ def _transpose_last(x):
     return ops.swapaxes(x, -1, -2)
 
 
+def _float32_if_half(x):
+    """`x` in float32 if it is float16 (else as it is)."""
+    if keras.backend.standardize_dtype(x.dtype) == "float16":
+        return ops.cast(x, "float32")
+    return x
+
+
 def dot_logits(query, key):
     r"""$q k^\top$ of `(..., Tq, D)` and `(..., Tk, D)`: logits `(..., Tq, Tk)`.
 
@@ -83,6 +90,18 @@ class Score(keras.layers.Layer):
         outputs = super().__call__(query, key, **kwargs)
         self._built_dims = built_dims or dims
         return outputs
+
+    def project_key(self, key):
+        """The part of the score that needs only the key, `(..., Tk, dk) ->
+        (..., Tk, d')`: computed once per key sequence (an RNN decoder's
+        memory) and passed to `score_projected` for every query. The key
+        itself here; `General` and `Additive` project it."""
+        return key
+
+    def score_projected(self, query, projected_key):
+        """Scores `(..., Tq, Tk)` of raw queries against `project_key(key)`:
+        the same numbers as `call(query, key)`."""
+        return self.call(query, projected_key)
 
     def dot_product_scale(self, dim):
         r"""$c$ if this score is $c \cdot q^\top k$ for queries of size `dim`,
@@ -209,7 +228,11 @@ class General(Score):
     r"""Bilinear ("general") score: $\operatorname{score}(q, k) = q^\top W k$.
 
     $W$ is a learned `(dq, dk)` matrix, so queries and keys may live in
-    different spaces and have different sizes.
+    different spaces and have different sizes. Scores of many queries
+    against one memory (an RNN decoder) project the keys once,
+    $q^\top (W k)$, with `project_key` and `score_projected`. Under
+    `mixed_float16` the products are computed in float32 (see
+    `dot_logits`).
 
     Args:
         kernel_initializer: initializer for $W$. Defaults to
@@ -246,10 +269,21 @@ class General(Score):
         )
 
     def call(self, query, key):
-        if keras.backend.standardize_dtype(query.dtype) == "float16":
-            query = ops.cast(query, "float32")  # see `dot_logits`
+        query = _float32_if_half(query)  # see `dot_logits`
         projected = ops.matmul(query, ops.cast(self.kernel, query.dtype))
         return dot_logits(projected, key)  # (..., Tq, Tk)
+
+    def project_key(self, key):
+        """$W k$: `(..., Tk, dk) -> (..., Tk, dq)`, once per memory (float32
+        for a float16 key, as `call`)."""
+        key = _float32_if_half(key)
+        return ops.matmul(
+            key, _transpose_last(ops.cast(self.kernel, key.dtype))
+        )
+
+    def score_projected(self, query, projected_key):
+        """$q^\top (W k)$ of raw queries and `project_key(key)`."""
+        return dot_logits(query, projected_key)  # (..., Tq, Tk)
 
     def get_config(self):
         return {

@@ -35,8 +35,11 @@ def _check_memory(memory, memory_mask, batch):
 class AttentionMechanism(keras.layers.Layer):
     """Base class: one query `(B, dq)` attends over a memory `(B, S, d)`.
 
-    Subclasses set `self.score` (a layer of `keras_attention.scores`) and
-    implement `project_memory(memory) -> keys` and `score_keys(query, keys)`.
+    Subclasses set `self.score` (a layer of `keras_attention.scores`). The
+    memory is projected once per source by the score's own `project_key`
+    (`project_memory`) and scored at every step by its `score_projected`
+    (`score_keys`), so a mechanism computes exactly what its score does,
+    float32 upcast under `mixed_float16` included.
     """
 
     def build(self, query_shape, memory_shape):
@@ -52,11 +55,11 @@ class AttentionMechanism(keras.layers.Layer):
 
     def project_memory(self, memory):
         """Keys of the memory, `(B, S, d) -> (B, S, dk)`; once per source."""
-        return memory
+        return self.score.project_key(memory)
 
     def score_keys(self, query, keys):
         """Unnormalised scores `(B, Tq, S)` of queries `(B, Tq, dq)`."""
-        return self.score.call(query, keys)
+        return self.score.score_projected(query, keys)
 
     def attend(self, query, memory, keys, memory_mask=None):
         """Queries `(B, Tq, dq)` -> context `(B, Tq, d)`, weights `(B, Tq, S)`.
@@ -133,12 +136,6 @@ class BahdanauAttention(AttentionMechanism):
             units, normalize=normalize, name="score", dtype=self.dtype_policy
         )
 
-    def project_memory(self, memory):
-        return self.score.project_key(memory)  # (B, S, units)
-
-    def score_keys(self, query, keys):
-        return self.score.score_projected(query, keys)  # (B, Tq, S)
-
     def get_config(self):
         config = super().get_config()
         config.update(units=self.units, normalize=self.normalize)
@@ -151,7 +148,8 @@ class LuongAttention(AttentionMechanism):
 
     Scores of the query $h$ against memory $m_s$ (Luong 2015, eq. 8):
 
-    - `"general"`: $h^\top W m_s$, with $W m_s$ computed once per source;
+    - `"general"`: $h^\top W m_s$, with $W m_s$ computed once per source
+      (`scores.General`'s `project_key`);
     - `"dot"`: $h^\top m_s$ (needs `dq == d`);
     - `"concat"`: $v^\top \tanh(W [h; m_s])$ (additive, `units` hidden units);
     - `"location"`: $W_a h$ (ignores the memory content; `max_length`).
@@ -218,21 +216,8 @@ class LuongAttention(AttentionMechanism):
                 name="scale", shape=(), initializer="ones"
             )
 
-    def project_memory(self, memory):
-        if self.score_name == "general":
-            # qᵀ W m = q · (m Wᵀ): project the memory once, not every query.
-            return ops.matmul(memory, ops.transpose(self.score.kernel))
-        if self.score_name == "concat":
-            return self.score.project_key(memory)
-        return memory
-
     def score_keys(self, query, keys):
-        if self.score_name in ("general", "dot"):
-            scores_ = ops.matmul(query, ops.swapaxes(keys, 1, 2))  # (B, Tq, S)
-        elif self.score_name == "concat":
-            scores_ = self.score.score_projected(query, keys)
-        else:
-            scores_ = super().score_keys(query, keys)
+        scores_ = super().score_keys(query, keys)  # (B, Tq, S)
         if self.scale:
             scores_ = scores_ * ops.cast(self.scale_weight, scores_.dtype)
         return scores_

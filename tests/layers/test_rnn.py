@@ -336,4 +336,3 @@ def test_luong_general_under_mixed_float16_equals_the_general_score():
         rtol=1e-2,
         atol=1e-1,
     )
-
