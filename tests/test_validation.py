@@ -227,7 +227,7 @@ CALLS = {
         "memory_mask",
     ),
     "decoder_batch": (
-        lambda: ka.AttentionDecoder(4)(Q[:1], V), "inputs"
+        lambda: ka.AttentionDecoder(4)(Q[:1], V), "memory"
     ),
     "encoder_block_mask": (
         lambda: ka.TransformerEncoderBlock(2, 8)(

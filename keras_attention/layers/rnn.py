@@ -26,9 +26,20 @@ def _serialize(layer):
     return config
 
 
-def _check_memory(memory, memory_mask, batch):
-    """Raise a `ValueError` naming `memory` or `memory_mask` if misshapen."""
-    utils.check_shape("memory", memory, (batch, None, None))
+def _check_memory(memory, memory_mask, name, tensor):
+    """Raise a `ValueError` naming `memory` or `memory_mask` if misshapen.
+
+    The memory must have the batch of the call's first input `tensor`
+    (named `name`, `query` or `inputs`); the message gives both.
+    """
+    utils.check_shape("memory", memory, (None, None, None))
+    batch = tensor.shape[0]
+    if None not in (batch, memory.shape[0]) and memory.shape[0] != batch:
+        raise ValueError(
+            f"Invalid shape for argument `memory`: expected the batch size "
+            f"{batch} of `{name}`. Received: memory.shape="
+            f"{tuple(memory.shape)}, {name}.shape={tuple(tensor.shape)}"
+        )
     utils.check_shape("memory_mask", memory_mask, (batch, memory.shape[1]))
 
 
@@ -75,7 +86,7 @@ class AttentionMechanism(keras.layers.Layer):
 
     def call(self, query, memory, memory_mask=None, keys=None):
         utils.check_shape("query", query, (None, None))
-        _check_memory(memory, memory_mask, query.shape[0])
+        _check_memory(memory, memory_mask, "query", query)
         memory = attention_ops.hide_unseen(memory, memory_mask)
         keys = self.project_memory(memory) if keys is None else keys
         context, alignments = self.attend(
@@ -325,7 +336,7 @@ class AttentionDecoder(keras.layers.Layer):
 
     Call arguments:
         inputs: `(B, T, e)` embedded target tokens (teacher forcing).
-        memory: `(B, S, d)` encoder outputs.
+        memory: `(B, S, d)` encoder outputs, the batch `B` of `inputs`.
         memory_mask: optional bool `(B, S)`; filled by Keras from the mask
             of `memory` (e.g. an `Embedding(mask_zero=True)` upstream).
         initial_state: optional cell state (as the cell's `state_size`) or a
@@ -513,8 +524,8 @@ class AttentionDecoder(keras.layers.Layer):
         initial_state=None,
         training=None,
     ):
-        utils.check_shape("inputs", inputs, (memory.shape[0], None, None))
-        _check_memory(memory, memory_mask, inputs.shape[0])
+        utils.check_shape("inputs", inputs, (None, None, None))
+        _check_memory(memory, memory_mask, "inputs", inputs)
         memory = attention_ops.hide_unseen(memory, memory_mask)  # no NaN leak
         state = self.get_initial_state(ops.shape(inputs)[0], initial_state)
         keys = self.project_memory(memory)  # once per source, not per step

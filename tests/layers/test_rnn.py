@@ -336,3 +336,12 @@ def test_luong_general_under_mixed_float16_equals_the_general_score():
         rtol=1e-2,
         atol=1e-1,
     )
+
+
+def test_decoder_memory_of_another_batch_names_memory():
+    inputs = rng.normal(size=(1, 3, 3)).astype("float32")
+    message = r"argument `memory`: expected the batch size 1 of `inputs`"
+    with pytest.raises(ValueError, match=message):
+        AttentionDecoder(4)(inputs, MEMORY)
+    with pytest.raises(ValueError, match="batch size 2 of `query`"):
+        LuongAttention()(QUERY, MEMORY[:1])
