@@ -587,7 +587,10 @@ class Location(Score):
     own content; the first `Tk` of `max_length` outputs are used.
 
     Args:
-        max_length: the longest key sequence supported.
+        max_length: int, the longest key sequence supported; required (no
+            default): $W_a$ is `(dq, max_length)`, one output per position,
+            so its size must be known before any key is seen. Longer keys
+            raise a `ValueError`.
         kernel_initializer: initializer for $W_a$. Defaults to
             `"glorot_uniform"`.
 
@@ -610,7 +613,7 @@ class Location(Score):
     """
 
     def __init__(
-        self, max_length=None, kernel_initializer="glorot_uniform", **kwargs
+        self, max_length, kernel_initializer="glorot_uniform", **kwargs
     ):
         super().__init__(**kwargs)
         utils.check_positive_int("max_length", max_length)

@@ -69,6 +69,14 @@ def test_scores_without_a_key_projection_score_the_raw_key(name):
     )
 
 
+def test_location_needs_max_length():
+    # No default: the kernel has one output per key position.
+    with pytest.raises(TypeError, match="max_length"):
+        scores.Location()
+    with pytest.raises(ValueError, match="argument `max_length`"):
+        scores.Location(max_length=None)
+
+
 @pytest.mark.parametrize("normalize", [False, True])
 def test_additive_matches_numpy(normalize):
     q, k = make(2, 3, 4), make(2, 5, 6)
@@ -242,7 +250,7 @@ def test_scores_reject_rank_mismatch():
         lambda: scores.Cosine(initial_scale=0.0),
         lambda: scores.Distance(kernel="laplace"),
         lambda: scores.Distance(bandwidth=0.0),
-        lambda: scores.Location(),
+        lambda: scores.Location(max_length=None),
     ],
 )
 def test_bad_constructor_arguments_raise(factory):

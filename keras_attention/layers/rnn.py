@@ -174,8 +174,9 @@ class LuongAttention(AttentionMechanism):
         score: `"general"`, `"dot"`, `"concat"` or `"location"`. Defaults to
             `"general"`.
         scale: whether to learn a scalar multiplier. Defaults to `False`.
-        max_length: the longest source supported, required by
-            `"location"`. Defaults to `None`.
+        max_length: the longest source supported: required by
+            `"location"` (a `ValueError` without it), unused by the other
+            scores. Defaults to `None`.
 
     Call arguments:
         query: `(B, dq)`, the decoder output at this step.
@@ -302,11 +303,13 @@ class AttentionDecoder(keras.layers.Layer):
     \end{aligned}
     $$
 
-    The recurrence runs in a `keras.ops.while_loop`, so the layer is an ordinary
-    layer of a functional model (it saves, loads and exports), and `step`
-    runs one step for decoding. Padded source positions (from `memory_mask`,
-    or the Keras mask of `memory`) get weight exactly 0, so the outputs never
-    depend on padded memory content.
+    The recurrence over the `T` steps runs in `utils.fori_loop`, a loop of
+    known length in `keras.ops` (a `while_loop` with `maximum_iterations` on
+    TensorFlow, a `scan` on JAX, a Python loop on PyTorch), so the layer is
+    an ordinary layer of a functional model (it trains, saves, loads and
+    exports), and `step` runs one step for decoding. Padded source
+    positions (from `memory_mask`, or the Keras mask of `memory`) get
+    weight exactly 0, so the outputs never depend on padded memory content.
 
     The decoder state is a flat list: the cell's states, then $a_t$.
 
@@ -324,8 +327,7 @@ class AttentionDecoder(keras.layers.Layer):
             (Luong et al.'s $\tanh(W_c [h_t; c_t])$) or `"residual"`
             ($\operatorname{LayerNorm}(h_t + W_c c_t)$, the TensorFlow NMT
             tutorial's output; it keeps a direct path from the logits to the
-            cell).
-            Defaults to `"concat"`.
+            cell). Defaults to `"concat"`.
         input_feeding: whether $a_{t-1}$ is fed to the cell with $x_t$.
             Defaults to `True`.
         return_sequences: whether to return all `T` outputs or the last.
