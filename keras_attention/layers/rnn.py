@@ -268,16 +268,36 @@ def get_mechanism(identifier, units, dtype=None):
     )
 
 
+# The one place that maps the names "gru" and "lstm" to Keras classes:
+# (cell, layer, number of state tensors).
+_RNNS = {
+    "gru": (keras.layers.GRUCell, keras.layers.GRU, 1),
+    "lstm": (keras.layers.LSTMCell, keras.layers.LSTM, 2),  # h and c
+}
+
+
+def rnn_classes(cell):
+    """`(cell class, layer class, number of states)` of `"gru"` or `"lstm"`.
+
+    Raises a `ValueError` naming `cell` for any other value.
+
+    Examples:
+        >>> rnn_classes("lstm")[1].__name__
+        'LSTM'
+    """
+    utils.check_choice("cell", cell, tuple(_RNNS))
+    return _RNNS[cell]
+
+
 def get_cell(identifier, units, dtype=None):
     """A Keras RNN cell from 'gru', 'lstm', a config dict or an instance."""
     if isinstance(identifier, keras.layers.Layer):
         return identifier
     if isinstance(identifier, dict):
         return keras.saving.deserialize_keras_object(identifier)
-    if identifier == "gru":
-        return keras.layers.GRUCell(units, name="cell", dtype=dtype)
-    if identifier == "lstm":
-        return keras.layers.LSTMCell(units, name="cell", dtype=dtype)
+    if isinstance(identifier, str) and identifier in _RNNS:
+        cell_class = rnn_classes(identifier)[0]
+        return cell_class(units, name="cell", dtype=dtype)
     raise ValueError(
         "`cell` must be 'gru', 'lstm' or a Keras RNN cell instance. "
         f"Received: cell={identifier!r}"

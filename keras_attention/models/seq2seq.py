@@ -9,13 +9,13 @@ from keras_attention.layers.dropout import Dropout
 from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.rnn import AttentionDecoder
 from keras_attention.layers.rnn import get_mechanism
+from keras_attention.layers.rnn import rnn_classes
 from keras_attention.models.generation import Generator
 
 
 def _rnn(cell, units, name, dtype, bidirectional):
     """One encoder layer: a GRU/LSTM returning sequences and states."""
-    rnn_class = keras.layers.GRU if cell == "gru" else keras.layers.LSTM
-    layer = rnn_class(
+    layer = rnn_classes(cell)[1](
         units, return_sequences=True, return_state=True, name=name, dtype=dtype
     )
     if bidirectional:
@@ -25,9 +25,7 @@ def _rnn(cell, units, name, dtype, bidirectional):
 
 def _decoder_cell(cell, units, num_layers, dtype):
     """The decoder's cell: one GRU/LSTM cell per layer, stacked if several."""
-    cell_class = (
-        keras.layers.GRUCell if cell == "gru" else keras.layers.LSTMCell
-    )
+    cell_class = rnn_classes(cell)[0]
     cells = [
         cell_class(units, name=f"cell_{i}", dtype=dtype)
         for i in range(num_layers)
@@ -60,7 +58,7 @@ class _Seq2SeqParts:
         )
         # === Encoder ===
         self.bidirectional = config["bidirectional"]
-        self.num_states = 2 if cell == "lstm" else 1
+        self.num_states = rnn_classes(cell)[2]  # per layer: 2 for an LSTM
         self.encoder_layers = [
             _rnn(cell, units, f"encoder_{i}", dtype, self.bidirectional)
             for i in range(layers)
@@ -139,7 +137,7 @@ def _check_arguments(config):
     ):
         utils.check_positive_int(name, config[name])
     utils.check_rate("dropout", config["dropout"])
-    utils.check_choice("cell", config["cell"], ("gru", "lstm"))
+    rnn_classes(config["cell"])  # a `ValueError` naming `cell` if unknown
     for name in ("bidirectional", "input_feeding"):
         utils.check_choice(name, config[name], (True, False))
     utils.check_choice(

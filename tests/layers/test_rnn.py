@@ -345,3 +345,14 @@ def test_decoder_memory_of_another_batch_names_memory():
         AttentionDecoder(4)(inputs, MEMORY)
     with pytest.raises(ValueError, match="batch size 2 of `query`"):
         LuongAttention()(QUERY, MEMORY[:1])
+
+
+def test_rnn_classes_map_the_cell_names_for_decoder_and_seq2seq():
+    assert rnn.rnn_classes("gru")[:2] == (
+        keras.layers.GRUCell,
+        keras.layers.GRU,
+    )
+    assert rnn.rnn_classes("lstm")[2] == 2  # h and c
+    assert isinstance(rnn.get_cell("lstm", 3), keras.layers.LSTMCell)
+    with pytest.raises(ValueError, match="argument `cell`"):
+        rnn.rnn_classes("rnn")
