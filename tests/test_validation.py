@@ -124,6 +124,7 @@ def cases():
         (block, dict(num_heads=2, intermediate_dim=8, layer_norm_epsilon=0),
          "layer_norm_epsilon"),
         (Seq2Seq, {**SEQ2SEQ, "cell": "rnn"}, "cell"),
+        (Seq2Seq, {**SEQ2SEQ, "dropuot": 0.3}, "dropuot"),
         (Transformer, {**TRANSFORMER, "hidden_dim": 10, "num_heads": 4},
          "num_heads"),
         (Transformer, {**TRANSFORMER, "positional": "rope"}, "positional"),

@@ -200,6 +200,10 @@ class Seq2Seq(Generator, keras.Model):
             bounded `tanh` output feeding a wide softmax trains slowly: on
             6k real sentence pairs the loss after 120 steps was 6.1 without
             the norm and 4.9 with it. Defaults to `None`.
+        dtype: the dtype policy of every layer, e.g. `"mixed_float16"`,
+            kept in the config. Defaults to `None` (the global policy).
+        **kwargs: `name` and `trainable`, as for `keras.Model`; any other
+            keyword (a misspelt `dropuot=`) raises a `ValueError` naming it.
 
     Call arguments:
         inputs: dict with `"source"` int `(B, S)` and `"target_in"` int
@@ -238,6 +242,9 @@ class Seq2Seq(Generator, keras.Model):
         dtype=None,
         **kwargs,
     ):
+        # Functional `keras.Model` takes `**kwargs` quietly: a misspelt
+        # `dropuot=0.3` must not be ignored.
+        utils.check_no_unknown_kwargs(kwargs)
         config = {
             "source_vocab_size": source_vocab_size,
             "target_vocab_size": target_vocab_size,

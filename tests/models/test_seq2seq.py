@@ -214,3 +214,15 @@ def test_configs_saved_before_the_output_options_load_the_classic_head():
     clone = Seq2Seq.from_config(config)
     assert clone.get_config()["attention_output"] == "concat"
     assert "output_norm" not in layer_names(clone)
+
+
+def test_unknown_keyword_arguments_raise_naming_them():
+    # Functional `keras.Model` would take `dropuot=` quietly.
+    with pytest.raises(ValueError, match="dropuot"):
+        Seq2Seq(10, 10, dropuot=0.3)
+    with pytest.raises(ValueError, match="hidden_dim, num_head"):
+        Seq2Seq(10, 10, num_head=2, hidden_dim=8)
+    model = tiny(name="translator", trainable=False, dtype="float32")
+    assert (model.name, model.trainable) == ("translator", False)
+    config = model.get_config()
+    assert Seq2Seq.from_config(config).get_config() == config
