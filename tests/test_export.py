@@ -94,13 +94,17 @@ def small_transformer(source, target, positional):
 
 
 @pytest.mark.parametrize("name", ["max_length", "source_length"])
-def test_lengths_beyond_the_positions_fail_before_tracing(exported, name):
+def test_lengths_beyond_the_positions_fail_before_tracing(
+    exported, name, tmp_path
+):
     _, translator = exported
     source, target = translator.source_tokenizer, translator.target_tokenizer
     learned = small_transformer(source, target, "learned")
+    unused = str(tmp_path / "unused")  # under tmp_path even if it raises
     with pytest.raises(ValueError, match=f"`{name}`") as error:
-        export_translator(learned, source, target, "unused", **{name: 17})
+        export_translator(learned, source, target, unused, **{name: 17})
     assert "\n" not in str(error.value)  # one line, no traced-code dump
+    assert not os.path.exists(unused)  # raised before writing anything
 
 
 @pytest.mark.parametrize(
@@ -133,25 +137,29 @@ def test_translator_accepts_the_lengths_generate_accepts(
                 attempt()
 
 
-def test_vocabulary_sizes_are_checked_before_export(exported):
+def test_vocabulary_sizes_are_checked_before_export(exported, tmp_path):
     _, translator = exported
     source, target = translator.source_tokenizer, translator.target_tokenizer
+    unused = str(tmp_path / "unused")  # under tmp_path even if it raises
     too_big = Transformer(
         source.vocabulary_size, target.vocabulary_size + 5, num_layers=1,
         hidden_dim=8, num_heads=2, intermediate_dim=8,
     )  # fmt: skip
     with pytest.raises(ValueError, match="target_vocab_size"):
-        export_translator(too_big, source, target, "unused")
+        export_translator(too_big, source, target, unused)
     too_small = Transformer(
         source.vocabulary_size - 5, target.vocabulary_size, num_layers=1,
         hidden_dim=8, num_heads=2, intermediate_dim=8,
     )  # fmt: skip
     with pytest.raises(ValueError, match="source_tokenizer"):
-        export_translator(too_small, source, target, "unused")
+        export_translator(too_small, source, target, unused)
     with pytest.raises(TypeError, match="target_tokenizer"):
-        export_translator(translator.model, source, "nope", "unused")
+        export_translator(translator.model, source, "nope", unused)
     with pytest.raises(ValueError, match="max_length"):
-        export_translator(translator.model, source, target, "u", max_length=0)
+        export_translator(
+            translator.model, source, target, unused, max_length=0
+        )
+    assert not os.path.exists(unused)  # every call raised before writing
 
 
 @pytest.mark.slow
@@ -200,13 +208,15 @@ def test_saved_model_cli_describes_the_signature(exported):
     assert "translation" in result.stdout and "DT_STRING" in result.stdout
 
 
-def test_bad_arguments_raise(exported):
+def test_bad_arguments_raise(exported, tmp_path):
     _, translator = exported
+    unused = str(tmp_path / "unused")  # under tmp_path even if it raises
     with pytest.raises(ValueError, match="method"):
         export_translator(
             translator.model,
             translator.source_tokenizer,
             translator.target_tokenizer,
-            "unused",
+            unused,
             method="sample",
         )
+    assert not os.path.exists(unused)
