@@ -154,7 +154,7 @@ def main(argv=None):
     )
     inputs = {"source": train["source"], "target_in": train["target_in"]}
     start = time.perf_counter()
-    model.fit(
+    history = model.fit(
         inputs,
         train["target_out"],
         batch_size=BATCH_SIZE,
@@ -180,6 +180,7 @@ def main(argv=None):
     print(f"wrote {heatmap}, {model_path} and {export_path}/")
     return {
         "accuracy": accuracy,
+        "history": history.history,  # per epoch: loss, token accuracy
         "training_seconds": training_seconds,
         "heatmap": heatmap,
         "model": model_path,

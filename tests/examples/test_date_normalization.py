@@ -14,14 +14,18 @@ def test_date_normalization_quick_run_writes_its_outputs(tmp_path):
     results = load_example("date_normalization").main(
         ["--quick", "--out", str(tmp_path)]
     )
-    assert 0.0 <= results["accuracy"] <= 1.0
+    # Two quick epochs decode no date exactly yet (exact match 0.0), but
+    # training works: the loss fell 1.79 -> 1.31 and the last epoch had 59%
+    # of the target characters right (teacher-forced).
+    history = results["history"]
+    assert history["loss"][-1] < 0.85 * history["loss"][0]
+    assert history["accuracy"][-1] > 0.5
     image = matplotlib.image.imread(tmp_path / "attention.png")
     assert image.shape[0] > 300 and image.shape[1] > 300
     model = keras.models.load_model(tmp_path / "date_normalization.keras")
     source = dates.encode(["4 Jul 2023"], dates.SOURCE_VOCABULARY, 29)
     assert tuple(model.generate(source, 11).shape) == (1, 11)
     assert os.path.exists(tmp_path / "generate" / "saved_model.pb")
-    assert np.isfinite(results["training_seconds"])
 
 
 class NeverEnds:
