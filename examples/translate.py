@@ -218,7 +218,7 @@ def main(argv=None):
     )
     limit = TimeLimit(minutes and minutes * 60)
     start = time.perf_counter()
-    model.fit(
+    history = model.fit(
         batches, epochs=epochs, callbacks=[limit], shuffle=False, verbose=1
     )  # the batches are reshuffled every epoch
     train_seconds = time.perf_counter() - start
@@ -262,6 +262,9 @@ def main(argv=None):
         **results,
         "train_seconds": train_seconds,
         "epochs": len(limit.epoch_seconds),
+        "loss": history.history["loss"],  # per epoch
+        # ln(this) is the loss of a uniform guess, where training starts.
+        "target_vocabulary_size": tokenizers[1].vocabulary_size,
         "reload_output": reload.stdout,
     }
 

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 
 from tests.testing import load_example
@@ -15,9 +17,15 @@ def test_translate_quick_run_exports_and_reloads(tmp_path):
     assert (tmp_path / "translate_heads.png").stat().st_size > 10_000
     assert (tmp_path / "translator" / "saved_model.pb").exists()
     assert result["reload_output"].count("->") == 2
-    assert 0.0 <= result["exact_match"] <= 1.0
-    assert 0.0 <= result["bleu_beam"] <= 100.0
-    assert 0.0 <= result["chrf_greedy"] <= 100.0
+    assert_learns(result)
+
+
+def assert_learns(result):
+    """One quick epoch translates nothing yet (BLEU 0, exact match 0), but
+    its loss must fall below ln(V), the loss of a uniform guess where
+    training starts: measured 4.86 (Transformer), 4.63 (RNN) < ln 165."""
+    uniform = math.log(result["target_vocabulary_size"])
+    assert result["loss"][-1] < uniform - 0.1
 
 
 @pytest.mark.slow
@@ -26,3 +34,4 @@ def test_translate_quick_run_of_the_rnn(tmp_path):
                              str(tmp_path)])  # fmt: skip
     assert (tmp_path / "translate_heads.png").stat().st_size > 10_000
     assert result["reload_output"].count("->") == 2
+    assert_learns(result)
