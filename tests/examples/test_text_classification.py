@@ -9,8 +9,11 @@ def test_text_classification_quick_run_learns_and_plots(tmp_path):
     results = load_example("text_classification").main(
         ["--quick", "--out", str(tmp_path)]
     )
-    assert results["accuracy"] > 0.6  # chance is 0.5
-    assert 0.0 <= results["attention_on_deciding_words"] <= 1.0
+    assert results["accuracy"] > 0.6  # chance is 0.5; measured 0.65
+    # Three quick epochs learn which words are positive (95% right without
+    # a "not"), not yet the negation (33%), nor where to pool: 20% of the
+    # pooling on the deciding words, uniform pooling gives 19%.
+    assert results["accuracy_without_not"] > 0.85
     image = matplotlib.image.imread(tmp_path / "pooling_attention.png")
     assert image.shape[0] > 400 and image.shape[1] > 500
     assert (tmp_path / "text_classifier.keras").exists()
