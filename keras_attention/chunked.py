@@ -93,11 +93,13 @@ def _unbroadcast(gradient, shape):
     return gradient
 
 
-def _forward(query, values, block_logits, block_mask, num_chunks):
+def _forward(query, values, block_logits, block_mask, num_chunks, sinks=None):
     """The online softmax over key blocks: `(output, log l + m)`, float32.
 
     `block_logits(index)` and `block_mask(index)` give the float32 logits
     and the bool mask of key block `index`, both `(..., Tq, c)`-shaped.
+    Sink logits `sinks` (broadcastable to `(..., Tq, 1)`) start the running
+    maximum and normaliser ($m = s$, $l = 1$) and add no value.
     """
     negative = mask_value("float32")
 
@@ -119,9 +121,15 @@ def _forward(query, values, block_logits, block_mask, num_chunks):
         return new_maximum, total, accumulated  # accumulated (..., Tq, Dv)
 
     row_shape = tuple(ops.shape(query)[:-1]) + (1,)
+    if sinks is None:
+        start = ops.full(row_shape, negative, "float32")
+        start_total = ops.zeros(row_shape, "float32")
+    else:
+        start = ops.broadcast_to(ops.cast(sinks, "float32"), row_shape)
+        start_total = ops.ones(row_shape, "float32")
     init = (
-        ops.full(row_shape, negative, "float32"),
-        ops.zeros(row_shape, "float32"),
+        start,
+        start_total,
         ops.zeros(row_shape[:-1] + (values.shape[-1],), "float32"),
     )
     maximum, total, accumulated = utils.fori_loop(num_chunks, step, init)
@@ -198,6 +206,7 @@ def _dot_product_attention(query, keys, values, given, make_block, settings):
                 lambda index: block.logits(index, None),
                 block.mask,
                 ops.shape(keys)[0],
+                named.get("sinks"),
             )
 
         def grad(*args, upstream=None):
@@ -230,8 +239,12 @@ def _dot_product_attention(query, keys, values, given, make_block, settings):
                 ops.cast(g, x.dtype)
                 for g, x in ((d_q, query), (d_k, keys), (d_v, values))
             ]
-            for name in sorted(given):
-                gradients.append(d_b if name == "biases" else None)
+            extra = {"biases": d_b}
+            if "sinks" in named:
+                extra["sinks"] = _sinks_gradient(
+                    named["sinks"], log_total, upstream, output
+                )
+            gradients += [extra.get(name) for name in sorted(given)]
             return tuple(gradients) + tuple(d_w)
 
         return ops.cast(output, values.dtype), grad
@@ -240,6 +253,15 @@ def _dot_product_attention(query, keys, values, given, make_block, settings):
     # so the function itself touches no variable.
     values_of = [ops.copy(ops.convert_to_tensor(v)) for v in variables]
     return attention(query, keys, values, *tensors, *values_of)
+
+
+def _sinks_gradient(sinks, log_total, upstream, output):
+    """`∂L/∂s = −Σ p_s δ` (summed to the sinks' shape): the sink's weight
+    `p_s = exp(s − log l)` takes no value, so only the normaliser moves."""
+    d_output = ops.cast(upstream, "float32")
+    delta = ops.sum(d_output * output, axis=-1, keepdims=True)
+    weight = ops.exp(ops.cast(sinks, "float32") - log_total)
+    return _unbroadcast(-weight * delta, sinks.shape)
 
 
 def _split_keys(x, key_length, num_chunks, chunk_size, pad_value):
@@ -365,7 +387,7 @@ def _make_block(settings, offset, key_start):
 
 def _attend(query, key, value, tensors, settings, offset, key_start):
     """Queries over the keys `[key_start, key_start + Tk)` (one block)."""
-    query_mask, key_mask, attention_mask, bias, context = tensors
+    query_mask, key_mask, attention_mask, bias, context, sinks = tensors
     chunk = settings.chunk_size
     num_chunks = (ops.shape(key)[-2] + chunk - 1) // chunk
     # NaN or inf at padded positions must not leak through 0 · NaN.
@@ -380,6 +402,8 @@ def _attend(query, key, value, tensors, settings, offset, key_start):
     )  # fmt: skip
     if not isinstance(offset, int):
         given["offset"] = offset
+    if sinks is not None:
+        given["sinks"] = ops.cast(sinks, "float32")
     make_block = _make_block(settings, offset, key_start)
     if settings.blockwise_gradient():
         return _dot_product_attention(
@@ -388,7 +412,9 @@ def _attend(query, key, value, tensors, settings, offset, key_start):
     # A score or modifier with weights of its own: differentiated through
     # the loop (forward memory stays O(Tq · chunk)).
     block = make_block(given, query, keys)
-    output, _ = _forward(query, values, block.logits, block.mask, num_chunks)
+    output, _ = _forward(
+        query, values, block.logits, block.mask, num_chunks, sinks
+    )
     return ops.cast(output, value.dtype)
 
 
@@ -467,6 +493,7 @@ def chunked_attention(
     mask_mod=None,
     heads=(),
     context=None,
+    sinks=None,
 ):
     r"""Attention over key blocks with an online softmax: O(Tq · chunk) memory.
 
@@ -503,6 +530,9 @@ def chunked_attention(
         heads: sizes of the query's head axes (e.g. `(H_kv, G)`), for the
             modifiers' `head` index. Defaults to `()`.
         context: optional dict for the modifiers (`segment_ids`).
+        sinks: optional sink logits broadcastable to `(B, ..., Tq, 1)`
+            (e.g. `(1, H, 1, 1)`), in the softmax's denominator only
+            (see `ops.masked_softmax`). Defaults to `None`.
 
     Returns:
         `(B, ..., Tq, Dv)` in `value`'s dtype.
@@ -526,8 +556,9 @@ def chunked_attention(
     blocks = _query_blocks(query, key, settings, query_offset)
     if not blocks:
         return _attend(
-            query, key, value, (*tensors, context), settings, query_offset, 0
-        )
+            query, key, value, (*tensors, context, sinks), settings,
+            query_offset, 0,
+        )  # fmt: skip
     outputs = []
     for start, stop, low, high in blocks:
         query_mask_, key_mask_, attention_mask_, bias_ = tensors
@@ -537,6 +568,7 @@ def chunked_attention(
             _window(_window(attention_mask_, -2, start, stop), -1, low, high),
             _window(_window(bias_, -2, start, stop), -1, low, high),
             context,
+            sinks,
         )
         outputs.append(
             _attend(

@@ -180,12 +180,12 @@ def attention(
         if dot_scale != 1.0:  # on the queries: O(T·D), not O(T²)
             query = query * ops.cast(dot_scale, query.dtype)
         score = scale = None
-    if chunk_size and not exact and sinks is None:
+    if chunk_size and not exact:
         output = chunked.chunked_attention(
             query, key, value, chunk_size, score, *spec.masks,
             use_causal_mask, sliding_window, offset, attention_bias=spec.bias,
             score_mod=score_mod, mask_mod=mask_mod, heads=spec.heads,
-            context=spec.context,
+            context=spec.context, sinks=sinks,
         )  # fmt: skip
         return output, None
     raw = scores.dot_logits(query, key) if score is None else score(query, key)

@@ -348,6 +348,27 @@ def attend(scores, value, mask=None, dropout=None, training=None, sinks=None):
     return output, weights
 
 
+def rms_normalize(x, scale, epsilon=1e-6):
+    r"""$x / \sqrt{\operatorname{mean}(x^2) + \epsilon} \cdot
+    \mathtt{scale}$ over the last axis, computed in float32.
+
+    Args:
+        x: float tensor `(..., D)`.
+        scale: float `(D,)`, the learned gain.
+        epsilon: added to the mean square. Defaults to `1e-6`.
+
+    Returns:
+        Tensor of the shape and dtype of `x`.
+
+    Reference:
+        Zhang & Sennrich, 2019, "Root Mean Square Layer Normalization".
+    """
+    x32 = ops.cast(x, "float32")
+    mean_square = ops.mean(ops.square(x32), axis=-1, keepdims=True)
+    normalized = x32 * ops.rsqrt(mean_square + epsilon)
+    return ops.cast(normalized * ops.cast(scale, "float32"), x.dtype)
+
+
 def rotary_embedding(inputs, positions, max_wavelength=10000):
     r"""Rotary position embedding (RoPE) of the last axis of `inputs`.
 

@@ -124,6 +124,18 @@ class MultiHeadAttention(keras.layers.Layer):
             to `None`.
         mask_mod: optional `keras_attention.mods.MaskMod` (causal, sliding
             window, prefix, documents, ...). Defaults to `None`.
+        qk_norm: `"rms"` to RMS-normalise every query and key head over its
+            `D` features before rotary embedding and the score,
+            $\hat q = q / \sqrt{\operatorname{mean}(q^2) + 10^{-6}} \cdot g$
+            with learned gains `query_norm`, `key_norm` `(D,)` initialised
+            to 1 (Gemma 3, OLMo 2), or `None`. Defaults to `None`.
+        use_sinks: whether each head has a learned sink logit $s_h$ (the
+            weight `sinks` `(H,)`, initialised to 0) in the softmax's
+            denominator only,
+            $a_{ij} = e^{e_{ij}} / (e^{s_h} + \sum_{j'} e^{e_{ij'}})$
+            (gpt-oss): a query may give its mass to no key, so the returned
+            weights' rows sum below 1. PyTorch's fused kernel has no sink,
+            so the other paths run there. Defaults to `False`.
 
     Call arguments:
         query: `(B, Tq, dq)`.
@@ -164,7 +176,10 @@ class MultiHeadAttention(keras.layers.Layer):
         Vaswani et al., 2017, "Attention Is All You Need"; Shazeer, 2019
         (multi-query); Ainslie et al., 2023 (grouped-query); Su et al., 2021
         (RoFormer); Rabe & Staats, 2021, "Self-attention Does Not Need O(n²)
-        Memory".
+        Memory"; Gemma Team, 2025, "Gemma 3 Technical Report" (QK-norm);
+        Xiao et al., 2024, "Efficient Streaming Language Models with
+        Attention Sinks", and OpenAI, 2025, "gpt-oss-120b & gpt-oss-20b
+        Model Card" (learned sinks).
     """
 
     def __init__(
@@ -193,8 +208,12 @@ class MultiHeadAttention(keras.layers.Layer):
         chunk_size=None,
         score_mod=None,
         mask_mod=None,
+        qk_norm=None,
+        use_sinks=False,
         **kwargs,
     ):
+        utils.check_choice("qk_norm", qk_norm, (None, "rms"))
+        utils.check_choice("use_sinks", use_sinks, (True, False))
         _check_arguments(
             num_heads, key_dim, dropout, rotary_max_wavelength,
             value_dim=value_dim, sliding_window=sliding_window,
@@ -232,6 +251,8 @@ class MultiHeadAttention(keras.layers.Layer):
         self.chunk_size = chunk_size
         self.score_mod = mods.get(score_mod, mods.ScoreMod)
         self.mask_mod = mods.get(mask_mod, mods.MaskMod)
+        self.qk_norm = qk_norm
+        self.use_sinks = use_sinks
         self._dropout_layer = Dropout(
             dropout, seed=seed, dtype=self.dtype_policy
         )
@@ -299,6 +320,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self._output_dense.build(
             tuple(query_shape[:-1]) + (num_heads, self._value_dim)
         )
+        self._build_extras()
         if self.score_mod is not None and not self.score_mod.built:
             self.score_mod.build((num_heads,))
         if not self.score.built:
@@ -308,6 +330,20 @@ class MultiHeadAttention(keras.layers.Layer):
                 (None, kv_heads, *(1 for _ in group), None, self._key_dim),
             )
         self.built = True
+
+    def _build_extras(self):
+        """QK-norm gains `query_norm`, `key_norm` `(D,)` (ones) and the
+        attention sinks `sinks` `(H,)` (zeros), when asked for."""
+        if self.qk_norm:
+            for name in ("query_norm", "key_norm"):
+                weight = self.add_weight(
+                    name=name, shape=(self._key_dim,), initializer="ones"
+                )
+                setattr(self, f"{name}_scale", weight)
+        if self.use_sinks:
+            self.sinks = self.add_weight(
+                name="sinks", shape=(self._num_heads,), initializer="zeros"
+            )
 
     # === Decoding caches ===
 
@@ -354,8 +390,13 @@ class MultiHeadAttention(keras.layers.Layer):
 
     # === Projections ===
 
-    def _rotate(self, x, offset):
-        """RoPE on `(B, T, h, D)` with positions `offset + 0..T-1`."""
+    def _position(self, x, offset, name):
+        """Queries or keys `(B, T, h, D)` as the score sees them: RMS-normed
+        per head (`qk_norm`, Gemma 3 / OLMo 2), then rotated (RoPE, at
+        positions `offset + 0..T-1`)."""
+        if self.qk_norm:
+            scale = getattr(self, f"{name}_norm_scale")
+            x = attention_ops.rms_normalize(x, scale, epsilon=1e-6)
         if self.rotary_max_wavelength is None:
             return x
         positions = ops.arange(ops.shape(x)[1]) + offset
@@ -365,9 +406,8 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _project_key_value(self, key, value, offset):
         """`(B, Tk, d)` -> keys (rotated) and values `(B, Tk, H_kv, D)`."""
-        return self._rotate(self._key_dense(key), offset), self._value_dense(
-            value
-        )
+        projected_key = self._position(self._key_dense(key), offset, "key")
+        return projected_key, self._value_dense(value)
 
     def _project(self, query, key, value, cache, index):
         """Projections `(B, *S, h, D)` of the inputs, and the new cache.
@@ -377,7 +417,9 @@ class MultiHeadAttention(keras.layers.Layer):
         cache holds precomputed (rotated) keys/values.
         """
         offset = 0 if index is None else index
-        projected_query = self._rotate(self._query_dense(query), offset)
+        projected_query = self._position(
+            self._query_dense(query), offset, "query"
+        )
         if cache is not None and index is None:
             return projected_query, cache[:, 0], cache[:, 1], cache
         projected_key, projected_value = self._project_key_value(
@@ -415,6 +457,13 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"rank 3 (B, T, d). Received: query.shape={query.shape}"
             )
 
+    def _attend(self, query, key, value, **options):
+        """Attention of the heads `(B', *heads, T, D)` with the call's
+        `options`: one call into `keras_attention.kernel`. The hook where
+        a subclass changes the attention itself (two softmax maps, a
+        linear kernel) and keeps the projections, masks and cache."""
+        return kernel.attention(query, key, value, **options)
+
     def call(
         self,
         query,
@@ -450,7 +499,7 @@ class MultiHeadAttention(keras.layers.Layer):
         layout = self._layout
         if attention_mask is not None:
             attention_mask = layout.attention_mask(attention_mask, q, k)
-        output, weights = kernel.attention(
+        output, weights = self._attend(
             *map(layout.to_heads, (q, k, v)), score=self.score,
             query_mask=query_mask, key_mask=key_mask,
             attention_mask=attention_mask, use_causal_mask=use_causal_mask,
@@ -462,6 +511,7 @@ class MultiHeadAttention(keras.layers.Layer):
             heads=layout.heads, chunk_size=self.chunk_size,
             dropout=self._dropout_layer, training=training,
             return_weights=return_attention_scores,
+            sinks=self.sinks if self.use_sinks else None,
         )  # fmt: skip
         # 3. Output: (B, *S, H, Dv), gate, output projection.
         output = layout.from_heads(output, q)
@@ -535,5 +585,7 @@ class MultiHeadAttention(keras.layers.Layer):
             chunk_size=self.chunk_size,
             score_mod=mods.serialize(self.score_mod),
             mask_mod=mods.serialize(self.mask_mod),
+            qk_norm=self.qk_norm,
+            use_sinks=self.use_sinks,
         )
         return config
