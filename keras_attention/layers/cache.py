@@ -25,7 +25,8 @@ def check(cache, index, expected, new_tokens, axis):
             `None`).
         expected: the cache's expected shape, `None` for any size.
         new_tokens: number of new queries (static, or `None`).
-        axis: the cache's time axis.
+        axis: the cache's time axis, or `None` for a state of fixed size
+            (any index fits).
     """
     if cache is None:
         if index is not None:
@@ -36,7 +37,7 @@ def check(cache, index, expected, new_tokens, axis):
         return
     utils.check_shape("cache", cache, expected)
     if isinstance(index, int) and not isinstance(index, bool):
-        length = cache.shape[axis]
+        length = None if axis is None else cache.shape[axis]
         fits = None in (length, new_tokens) or index + new_tokens <= length
         if index < 0 or not fits:
             raise ValueError(

@@ -426,11 +426,23 @@ class MultiHeadAttention(keras.layers.Layer):
             key, value, offset
         )
         if cache is not None:
-            self._check_cacheable()
-            update = ops.stack((projected_key, projected_value), axis=1)
-            cache = caches.write(cache, update, index, axis=2)
-            projected_key, projected_value = cache[:, 0], cache[:, 1]
+            projected_key, projected_value, cache = self._write_cache(
+                cache, projected_key, projected_value, index
+            )
         return projected_query, projected_key, projected_value, cache
+
+    def _write_cache(self, cache, key, value, index):
+        """Write the new keys/values `(B, T, H_kv, D)` at `index`: the
+        whole cache's keys and values, and the new cache."""
+        self._check_cacheable()
+        update = ops.stack((key, value), axis=1)  # (B, 2, T, H_kv, D)
+        cache = caches.write(cache, update, index, axis=2)
+        return cache[:, 0], cache[:, 1], cache
+
+    def _cache_spec(self, batch_size):
+        """The cache's expected shape (`None` = any size) and time axis."""
+        heads = (self.num_key_value_heads, self._key_dim)
+        return (batch_size, 2, None, *heads), 2
 
     # === Call ===
 
@@ -441,14 +453,13 @@ class MultiHeadAttention(keras.layers.Layer):
         ):
             expected = (None,) * (len(x.shape) - 1) + (dim,)
             utils.check_shape(name, x, expected)
-        expected = (query.shape[0], 2, None, self.num_key_value_heads)
-        caches.check(
-            cache, index, expected + (self._key_dim,), query.shape[1], axis=2
-        )
+        expected, axis = self._cache_spec(query.shape[0])
+        caches.check(cache, index, expected, query.shape[1], axis)
         if len(query.shape) == 3:
             inputs.check_call_shapes(
                 query, value, key, masks.pop("attention_mask"),
-                key_length=None if cache is None else cache.shape[2],
+                key_length=None if cache is None or axis is None
+                else cache.shape[axis],
                 **masks,
             )  # fmt: skip
         elif any(masks[n] is not None for n in masks if n != "attention_mask"):
@@ -457,12 +468,17 @@ class MultiHeadAttention(keras.layers.Layer):
                 f"rank 3 (B, T, d). Received: query.shape={query.shape}"
             )
 
-    def _attend(self, query, key, value, **options):
+    def _attend(self, query, key, value, cache, **options):
         """Attention of the heads `(B', *heads, T, D)` with the call's
         `options`: one call into `keras_attention.kernel`. The hook where
         a subclass changes the attention itself (two softmax maps, a
-        linear kernel) and keeps the projections, masks and cache."""
-        return kernel.attention(query, key, value, **options)
+        linear kernel with a recurrent state) and keeps the projections,
+        masks and call checks.
+
+        Returns:
+            `(output (B', *heads, Tq, Dv), weights or None, cache)`.
+        """
+        return (*kernel.attention(query, key, value, **options), cache)
 
     def call(
         self,
@@ -499,8 +515,8 @@ class MultiHeadAttention(keras.layers.Layer):
         layout = self._layout
         if attention_mask is not None:
             attention_mask = layout.attention_mask(attention_mask, q, k)
-        output, weights = self._attend(
-            *map(layout.to_heads, (q, k, v)), score=self.score,
+        output, weights, cache = self._attend(
+            *map(layout.to_heads, (q, k, v)), cache, score=self.score,
             query_mask=query_mask, key_mask=key_mask,
             attention_mask=attention_mask, use_causal_mask=use_causal_mask,
             sliding_window=self._sliding_window,
