@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_attention import ops as attention_ops
 from keras_attention import utils
+from keras_attention.layers import cache as caches
 
 
 def check_call_shapes(
@@ -52,6 +53,47 @@ def check_call_shapes(
         (batch, *heads, query_length, key_length),
         broadcast=True,
     )
+
+
+def check_call(
+    query, value, key, dims, masks, cache, index, cache_shape, cache_axis
+):
+    """Raise a `ValueError` naming the call argument that is wrong.
+
+    The checks of an attention layer's call: the inputs' feature sizes
+    against those it was built with, the cache and its index
+    (`cache.check`), then `check_call_shapes` for rank-3 inputs (an
+    `attention_mask` may span the whole cache); padding masks need rank-3
+    inputs.
+
+    Args:
+        query, value, key: the call's inputs.
+        dims: the feature sizes `(dq, dv, dk)` the layer was built with.
+        masks: dict of `query_mask`, `value_mask`, `key_mask`,
+            `attention_mask`.
+        cache, index: the call's `cache` and `cache_update_index`.
+        cache_shape: the cache's expected shape (`None` = any size).
+        cache_axis: the cache's time axis, or `None` (a fixed-size state).
+    """
+    for name, x, dim in zip(
+        ("query", "value", "key"), (query, value, key), dims
+    ):
+        utils.check_shape(name, x, (None,) * (len(x.shape) - 1) + (dim,))
+    caches.check(cache, index, cache_shape, query.shape[1], cache_axis)
+    masks = dict(masks)
+    if len(query.shape) == 3:
+        key_length = None
+        if cache is not None and cache_axis is not None:
+            key_length = cache.shape[cache_axis]
+        check_call_shapes(
+            query, value, key, masks.pop("attention_mask"), key_length,
+            **masks,
+        )  # fmt: skip
+    elif any(masks[n] is not None for n in masks if n != "attention_mask"):
+        raise ValueError(
+            "`query_mask`, `value_mask` and `key_mask` need inputs of "
+            f"rank 3 (B, T, d). Received: query.shape={query.shape}"
+        )
 
 
 def prepare(

@@ -448,25 +448,10 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def _check_call(self, query, value, key, cache, index, masks):
         """Raise a `ValueError` naming the call argument that is wrong."""
-        for name, x, dim in zip(
-            ("query", "value", "key"), (query, value, key), self._input_dims
-        ):
-            expected = (None,) * (len(x.shape) - 1) + (dim,)
-            utils.check_shape(name, x, expected)
-        expected, axis = self._cache_spec(query.shape[0])
-        caches.check(cache, index, expected, query.shape[1], axis)
-        if len(query.shape) == 3:
-            inputs.check_call_shapes(
-                query, value, key, masks.pop("attention_mask"),
-                key_length=None if cache is None or axis is None
-                else cache.shape[axis],
-                **masks,
-            )  # fmt: skip
-        elif any(masks[n] is not None for n in masks if n != "attention_mask"):
-            raise ValueError(
-                "`query_mask`, `value_mask` and `key_mask` need inputs of "
-                f"rank 3 (B, T, d). Received: query.shape={query.shape}"
-            )
+        inputs.check_call(
+            query, value, key, self._input_dims, masks, cache, index,
+            *self._cache_spec(query.shape[0]),
+        )  # fmt: skip
 
     def _attend(self, query, key, value, cache, **options):
         """Attention of the heads `(B', *heads, T, D)` with the call's
