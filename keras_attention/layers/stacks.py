@@ -8,10 +8,24 @@ from keras_attention.layers.transformer import TransformerDecoderBlock
 from keras_attention.layers.transformer import TransformerEncoderBlock
 
 
+def _block_arguments(kwargs, index):
+    """Block `index`'s arguments: differential attention's `layer_index`
+    is the block's depth (1-based) unless the options set it."""
+    options = dict(kwargs.get("attention_options") or {})
+    if kwargs.get("attention") == "differential":
+        options.setdefault("layer_index", index + 1)
+    return {**kwargs, "attention_options": options}
+
+
 def _stack_config(layer):
     config = layer.blocks[0].get_config()
     for key in ("name", "trainable", "dtype"):
         config.pop(key, None)
+    # The stack's own options, not block 0's (its layer_index).
+    own = layer._attention_options or {}
+    config["attention_options"] = {
+        k: v for k, v in config["attention_options"].items() if k in own
+    }
     return config
 
 
@@ -61,9 +75,12 @@ class TransformerEncoder(keras.layers.Layer):
             ("mask_mod", mods.MaskMod),
         ):
             kwargs[name] = mods.get(kwargs.get(name), kind)
+        self._attention_options = kwargs.get("attention_options")
         self.blocks = [
             self.block_class(
-                **kwargs, name=f"block_{i}", dtype=self.dtype_policy
+                **_block_arguments(kwargs, i),
+                name=f"block_{i}",
+                dtype=self.dtype_policy,
             )
             for i in range(num_layers)
         ]

@@ -8,7 +8,10 @@ from keras_attention import scores
 from keras_attention import utils
 from keras_attention.layers.dropout import Dropout
 from keras_attention.layers.feed_forward import FeedForward
-from keras_attention.layers.multi_head import MultiHeadAttention
+from keras_attention.layers.kinds import ATTENTION_KINDS
+from keras_attention.layers.kinds import check_options
+from keras_attention.layers.kinds import self_attention_arguments
+from keras_attention.layers.kinds import serialize_options
 
 
 def _check_block_arguments(
@@ -65,9 +68,20 @@ class _Block(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         score_mod=None,
         mask_mod=None,
+        attention="multi_head",
+        attention_options=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        utils.check_choice("attention", attention, tuple(ATTENTION_KINDS))
+        if attention_options is not None and not isinstance(
+            attention_options, dict
+        ):
+            raise ValueError(
+                "`attention_options` must be a dict of the attention "
+                f"layer's arguments. Received: {attention_options!r}"
+            )
+        check_options(attention, attention_options or {})
         _check_block_arguments(
             num_heads,
             intermediate_dim,
@@ -97,34 +111,40 @@ class _Block(keras.layers.Layer):
         # Self-attention's modifiers; a stack shares them between blocks.
         self.score_mod = mods.get(score_mod, mods.ScoreMod)
         self.mask_mod = mods.get(mask_mod, mods.MaskMod)
+        self.attention = attention
+        self.attention_options = dict(attention_options or {})
         self.supports_masking = True
 
     def _attention(self, hidden_dim, name, self_attention=True):
+        """The self-attention of the block's kind, or the (multi-head)
+        cross-attention."""
         key_dim = self.key_dim or max(hidden_dim // self.num_heads, 1)
-        return MultiHeadAttention(
-            self.num_heads,
-            key_dim,
+        score = scores.get(self.score, dtype=self.dtype_policy)
+        arguments = dict(
             dropout=self.dropout,
             kernel_initializer=keras.initializers.serialize(
                 self.kernel_initializer
             ),
-            score=scores.get(self.score, dtype=self.dtype_policy),
+            # The default score is every kind's own; another is passed on.
+            score=None if _is_default_score(score) else score,
             num_key_value_heads=self.num_key_value_heads,
             chunk_size=self.chunk_size,
+        )
+        kind = self.attention if self_attention else "multi_head"
+        if self_attention:
             # Positions (rotary, modifiers) are those of a sequence
             # attending to itself: self-attention only.
-            **(
-                dict(
-                    rotary_max_wavelength=self.rotary_max_wavelength,
-                    score_mod=self.score_mod,
-                    mask_mod=self.mask_mod,
-                )
-                if self_attention
-                else {}
-            ),
-            name=name,
-            dtype=self.dtype_policy,
-        )
+            arguments.update(
+                rotary_max_wavelength=self.rotary_max_wavelength,
+                score_mod=self.score_mod,
+                mask_mod=self.mask_mod,
+                **self.attention_options,
+            )
+        arguments = self_attention_arguments(kind, key_dim, arguments)
+        return ATTENTION_KINDS[kind](
+            self.num_heads, key_dim, name=name, dtype=self.dtype_policy,
+            **arguments,
+        )  # fmt: skip
 
     def _norm(self, inputs_shape, name):
         norm = keras.layers.LayerNormalization(
@@ -201,7 +221,14 @@ class _Block(keras.layers.Layer):
             ),
             "score_mod": mods.serialize(self.score_mod),
             "mask_mod": mods.serialize(self.mask_mod),
+            "attention": self.attention,
+            "attention_options": serialize_options(self.attention_options),
         }
+
+
+def _is_default_score(score):
+    """Whether `score` is the plain scaled dot product, `1 / √D`."""
+    return type(score) is scores.ScaledDot and score.scale is None
 
 
 @keras.saving.register_keras_serializable(package="keras_attention")
@@ -230,6 +257,15 @@ class TransformerEncoderBlock(_Block):
         kernel_initializer: Defaults to `"glorot_uniform"`.
         score_mod, mask_mod: `keras_attention.mods` modifiers of the
             self-attention (see `MultiHeadAttention`). Default to `None`.
+        attention: the self-attention: `"multi_head"`
+            (`MultiHeadAttention`), `"latent"`
+            (`MultiHeadLatentAttention`, latent of `4 · D` by default),
+            `"differential"` (`DifferentialAttention`; a stack sets each
+            block's `layer_index`) or `"linear"` (`LinearAttention`).
+            Cross-attention stays multi-head. Defaults to `"multi_head"`.
+        attention_options: dict of the self-attention layer's own
+            arguments, e.g. `{"kv_latent_dim": 64, "rotary_dim": 16}` or
+            `{"use_sinks": True, "qk_norm": "rms"}`. Defaults to `None`.
 
     Call arguments:
         inputs: `(B, T, d)`.
@@ -499,12 +535,10 @@ class TransformerDecoderBlock(_Block):
         batch, length = inputs.shape[:2]
         weights = None
         if return_attention_scores:
-            keys = length if cache is None else cache.shape[2]
-            weights = {
-                "self_attention": keras.KerasTensor(
-                    (batch, self.num_heads, length, keys), dtype="float32"
-                )
-            }
+            self_weights = self.self_attention.compute_output_spec(
+                inputs, inputs, return_attention_scores=True, cache=cache
+            )[1]  # (B, H, T, T or T_max): as the layer's cache says
+            weights = {"self_attention": self_weights}
             if encoder_outputs is not None:
                 weights["cross_attention"] = keras.KerasTensor(
                     (batch, self.num_heads, length, encoder_outputs.shape[1]),

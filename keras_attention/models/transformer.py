@@ -9,6 +9,8 @@ from keras_attention.constants import PAD_ID
 from keras_attention.constants import START_ID
 from keras_attention.layers.attention import AttentionPooling
 from keras_attention.layers.dropout import Dropout
+from keras_attention.layers.kinds import ATTENTION_KINDS
+from keras_attention.layers.kinds import serialize_options
 from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.positional import TokenAndPositionEmbedding
 from keras_attention.layers.positional import positional_scheme
@@ -48,6 +50,15 @@ def _check_arguments(config, *int_names, choices=()):
     config["mask_mod"] = mods.serialize(
         mods.get(config["mask_mod"], mods.MaskMod)
     )
+    utils.check_choice("attention", config["attention"], tuple(ATTENTION_KINDS))
+    if not isinstance(config["attention_options"] or {}, dict):
+        raise ValueError(
+            "`attention_options` must be a dict of the attention layer's "
+            f"arguments. Received: {config['attention_options']!r}"
+        )
+    config["attention_options"] = serialize_options(
+        config["attention_options"] or {}
+    )
     if config["score_mod"] and "score_mod" in scheme.self_attention(False):
         raise ValueError(
             f"`score_mod` cannot be combined with positional={positional!r}, "
@@ -68,7 +79,12 @@ def _stack_arguments(config, causal):
         mask_mod=mods.get(config["mask_mod"], mods.MaskMod),
     )
     scheme = positional_scheme(config["positional"])
-    return {**arguments, **scheme.self_attention(causal)}
+    return {
+        **arguments,
+        **scheme.self_attention(causal),
+        "attention": config["attention"],
+        "attention_options": config["attention_options"],
+    }
 
 
 class _TransformerParts:
@@ -177,6 +193,14 @@ class Transformer(Generator, keras.Model):
         mask_mod: optional `keras_attention.mods.MaskMod` of every block's
             self-attention (e.g. `mods.SlidingWindow(64)`). Defaults to
             `None`.
+        attention: every block's self-attention: `"multi_head"`,
+            `"latent"` (decodes with the small latent cache),
+            `"differential"` or `"linear"` (see
+            `TransformerEncoderBlock`); cross-attention stays multi-head.
+            Defaults to `"multi_head"`.
+        attention_options: dict of that layer's own arguments, e.g.
+            `{"kv_latent_dim": 64, "rotary_dim": 16}` or
+            `{"use_sinks": True, "qk_norm": "rms"}`. Defaults to `None`.
         **kwargs: `name`, `trainable`; any other keyword is a
             `ValueError`.
 
@@ -214,6 +238,8 @@ class Transformer(Generator, keras.Model):
         share_embeddings=False,
         score_mod=None,
         mask_mod=None,
+        attention="multi_head",
+        attention_options=None,
         dtype=None,
         **kwargs,
     ):
@@ -238,6 +264,8 @@ class Transformer(Generator, keras.Model):
             "share_embeddings": share_embeddings,
             "score_mod": score_mod,
             "mask_mod": mask_mod,
+            "attention": attention,
+            "attention_options": attention_options,
         }
         _check_arguments(
             config,
@@ -449,6 +477,8 @@ class TransformerClassifier(keras.Model):
             Defaults to `"sinusoidal"`.
         score_mod, mask_mod: modifiers of every block's self-attention, as
             `Transformer`'s. Default to `None`.
+        attention, attention_options: every block's self-attention, as
+            `Transformer`'s. Default to `"multi_head"` and `None`.
         **kwargs: `name`, `trainable`; any other keyword is a
             `ValueError`.
 
@@ -483,6 +513,8 @@ class TransformerClassifier(keras.Model):
         positional="sinusoidal",
         score_mod=None,
         mask_mod=None,
+        attention="multi_head",
+        attention_options=None,
         dtype=None,
         **kwargs,
     ):
@@ -501,6 +533,8 @@ class TransformerClassifier(keras.Model):
             "positional": positional,
             "score_mod": score_mod,
             "mask_mod": mask_mod,
+            "attention": attention,
+            "attention_options": attention_options,
         }
         _check_arguments(
             config,

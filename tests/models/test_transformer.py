@@ -339,3 +339,67 @@ def test_generate_decodes_through_the_layers_initial_cache(monkeypatch):
     monkeypatch.setattr(attention, "initial_cache", spy)
     model.generate_function(SOURCE, 4)
     assert calls == [4]
+
+
+KINDS = {
+    "multi_head": {"use_sinks": True, "qk_norm": "rms"},
+    "latent": {"kv_latent_dim": 8, "rotary_dim": 2},
+    "differential": None,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_attention_kind_generates_through_the_decoding_contract(
+    kind, tmp_path
+):
+    model = small_transformer(attention=kind, attention_options=KINDS[kind])
+    state = model.decoding_state(SOURCE, 6)
+    caches = [tuple(c.shape) for c in state["cache"]]
+    if kind == "latent":  # the latent cache, not keys and values
+        assert caches == [(2, 6, 8 + 2)] * 2
+    else:
+        assert all(len(shape) == 5 for shape in caches)
+    tokens = np.asarray(model.generate(SOURCE, 6))
+    target_in = np.concatenate([np.ones((2, 1), "int32"), tokens[:, :-1]], 1)
+    logits = np.array(model(inputs(target_in=target_in)))
+    logits[..., :2] = -np.inf
+    np.testing.assert_array_equal(
+        tokens, np.where(tokens > 0, logits.argmax(-1), 0)
+    )
+    beam = np.asarray(model.generate(SOURCE, 6, method="beam", beam_width=1))
+    np.testing.assert_array_equal(beam, tokens)
+    sampled = model.generate(SOURCE, 6, method="sample", top_k=1, seed=3)
+    np.testing.assert_array_equal(sampled, tokens)
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    assert restored.get_config()["attention"] == kind
+    np.testing.assert_array_equal(restored(inputs()), model(inputs()))
+
+
+def test_differential_blocks_take_their_depth_as_layer_index(tmp_path):
+    from keras_attention.layers import TransformerEncoder
+
+    stack = TransformerEncoder(
+        3, num_heads=2, intermediate_dim=8, attention="differential"
+    )
+    stack(np.ones((1, 4, 8), "float32"))
+    indices = [block.self_attention.layer_index for block in stack.blocks]
+    assert indices == [1, 2, 3]
+    clone = TransformerEncoder.from_config(stack.get_config())
+    clone(np.ones((1, 4, 8), "float32"))
+    assert [b.self_attention.layer_index for b in clone.blocks] == indices
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"attention": "flash"}, "attention"),
+        ({"attention_options": [("use_sinks", True)]}, "attention_options"),
+        ({"attention_options": {"use_sinkz": True}}, "use_sinkz"),
+        ({"attention": "latent", "attention_options": {"rotary_dim": 3}},
+         "rotary_dim"),
+    ],
+)  # fmt: skip
+def test_bad_attention_choices_name_themselves(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        small_transformer(**kwargs)
