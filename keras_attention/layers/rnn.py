@@ -13,6 +13,7 @@ reused at every decoder step.
 import keras
 from keras import ops
 
+from keras_attention import kernel
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
@@ -78,11 +79,12 @@ class AttentionMechanism(keras.layers.Layer):
         `keys` is `project_memory(memory)`; several queries (e.g. all the
         decoder steps when nothing feeds back) are scored at once.
         """
-        scores_ = self.score_keys(query, keys)  # (B, Tq, S)
-        mask = attention_ops.build_mask(
-            ops.shape(query)[1], ops.shape(keys)[1], key_mask=memory_mask
-        )  # (B, 1, S) or None
-        return attention_ops.attend(scores_, memory, mask)
+        # The one attention kernel: the mechanism's score, the padding
+        # mask, the softmax, the weighted sum of the memory.
+        return kernel.attention(
+            query, keys, memory, score=self.score_keys, key_mask=memory_mask,
+            return_weights=True, allow_fused=False,
+        )  # fmt: skip
 
     def call(self, query, memory, memory_mask=None, keys=None):
         utils.check_shape("query", query, (None, None))

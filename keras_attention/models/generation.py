@@ -160,7 +160,7 @@ class Generator:
 
     Gives a model `generate` and `generate_function`; the model implements
     `decoding_state`, `decoding_step` and `teacher_forced_alignments` (see
-    the module docstring). `_keep(config, parts)` stores what the
+    the module docstring). `_keep(config, parts, dtype)` stores what the
     constructor built: the hyper-parameters (returned by `get_config`, and
     set as attributes), the named parts, and the `encoder` / `decoder`
     sub-models from the model's `_sub_models()`; the dtype policy the parts
