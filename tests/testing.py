@@ -187,3 +187,32 @@ def gradients(loss_fn, variables=(), inputs=()):
         else np.asarray(ops.convert_to_numpy(g))
         for g, x in zip(grads, variables + list(inputs))
     ]
+
+
+def decode_in_steps(layer, x, prefill=2, attention_mask=None):
+    """`layer` over `x` `(B, T, d)` through the decoding contract.
+
+    `cache = layer.initial_cache(B, T)`, a prefill of the first `prefill`
+    tokens at index 0, then one token at a time, each with
+    `use_causal_mask=True`, or with `attention_mask(index, new_tokens)` (a
+    keras-hub-style mask over the whole cache) when given.
+
+    Returns:
+        The outputs concatenated, NumPy `(B, T, d)`, and the last cache.
+    """
+    batch, length = x.shape[:2]
+    cache = layer.initial_cache(batch, length)
+    steps = [(0, prefill)] + [(i, 1) for i in range(prefill, length)]
+    outputs = []
+    for index, new in steps:
+        tokens = x[:, index : index + new]
+        masks = (
+            {"use_causal_mask": True}
+            if attention_mask is None
+            else {"attention_mask": attention_mask(index, new)}
+        )
+        output, cache = layer(
+            tokens, tokens, cache=cache, cache_update_index=index, **masks
+        )
+        outputs.append(np.asarray(output))
+    return np.concatenate(outputs, axis=1), cache

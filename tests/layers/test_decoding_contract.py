@@ -13,6 +13,7 @@ import pytest
 
 from keras_attention import mods
 from keras_attention.layers import MultiHeadAttention
+from tests.testing import decode_in_steps
 
 rng = np.random.default_rng(3)
 B, T, WIDTH = 2, 6, 8
@@ -65,20 +66,8 @@ def test_keras_hub_mask_over_the_whole_cache_equals_full_pass(name, chunk_size):
     layer = make_layer(name, chunk_size)
     x = normal(B, T, WIDTH)
     expected = np.asarray(layer(x, x, use_causal_mask=True))
-    cache = layer.initial_cache(B, T)
-    outputs = []
-    for i in range(T):
-        out, cache = layer(
-            x[:, i : i + 1],
-            x[:, i : i + 1],
-            attention_mask=hub_mask(i),
-            cache=cache,
-            cache_update_index=i,
-        )
-        outputs.append(np.asarray(out))
-    np.testing.assert_allclose(
-        np.concatenate(outputs, axis=1), expected, atol=2e-5
-    )
+    got, _ = decode_in_steps(layer, x, prefill=1, attention_mask=hub_mask)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 2])
@@ -90,20 +79,8 @@ def test_contract_prefill_then_steps_equals_full_pass(name, chunk_size):
     cache = layer.initial_cache(B, T)
     assert cache.shape == (B, 2, T, layer.num_key_value_heads, 2)
     np.testing.assert_array_equal(cache, 0.0)
-    out, cache = layer(
-        x[:, :3], x[:, :3], use_causal_mask=True, cache=cache,
-        cache_update_index=0,
-    )  # fmt: skip
-    outputs = [np.asarray(out)]
-    for i in range(3, T):
-        out, cache = layer(
-            x[:, i : i + 1], x[:, i : i + 1], use_causal_mask=True,
-            cache=cache, cache_update_index=i,
-        )  # fmt: skip
-        outputs.append(np.asarray(out))
-    np.testing.assert_allclose(
-        np.concatenate(outputs, axis=1), expected, atol=2e-5
-    )
+    got, _ = decode_in_steps(layer, x, prefill=3)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
 def test_keras_hub_cached_layer_parity_with_padding():

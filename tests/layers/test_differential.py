@@ -8,6 +8,7 @@ import pytest
 from keras_attention.layers.differential import DifferentialAttention
 from keras_attention.layers.differential import lambda_init
 from tests.testing import check_layer
+from tests.testing import decode_in_steps
 
 rng = np.random.default_rng(31)
 B, T, WIDTH, H, D = 2, 6, 8, 2, 4
@@ -93,20 +94,9 @@ def test_lambda_init_schedule_and_weights():
 def test_cached_decoding_equals_full_pass(kwargs):
     layer = built(**kwargs)
     expected = np.asarray(layer(X, X, use_causal_mask=True))
-    cache = layer.initial_cache(B, T)
+    got, cache = decode_in_steps(layer, X)
     assert cache.shape == (B, 2, T, layer.num_key_value_heads, 2 * D)
-    out, cache = layer(
-        X[:, :2], X[:, :2], use_causal_mask=True, cache=cache,
-        cache_update_index=0,
-    )  # fmt: skip
-    outputs = [np.asarray(out)]
-    for i in range(2, T):
-        out, cache = layer(
-            X[:, i : i + 1], X[:, i : i + 1], use_causal_mask=True,
-            cache=cache, cache_update_index=i,
-        )  # fmt: skip
-        outputs.append(np.asarray(out))
-    np.testing.assert_allclose(np.concatenate(outputs, 1), expected, atol=2e-5)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
 def test_rotary_rotates_each_half_on_its_own():

@@ -9,6 +9,7 @@ import pytest
 from keras_attention import mods
 from keras_attention.layers.latent import MultiHeadLatentAttention
 from tests.testing import check_layer
+from tests.testing import decode_in_steps
 
 rng = np.random.default_rng(41)
 B, T, WIDTH, H, D, C, R = 2, 7, 8, 3, 4, 6, 2
@@ -87,23 +88,14 @@ LAYERS = {
 def test_absorbed_latent_decoding_equals_full_pass(name):
     layer = layer_with(**LAYERS[name])
     expected = np.asarray(layer(X, X, value_mask=PADDING, use_causal_mask=True))
-    cache = layer.initial_cache(B, T)
-    assert cache.shape == (B, T, C + R)
-    out, cache = layer(
-        X[:, :3], X[:, :3], use_causal_mask=True, cache=cache,
-        cache_update_index=0,
-    )  # fmt: skip
-    outputs = [np.asarray(out)]
-    for i in range(3, T):
-        # keras-hub's way: a mask over the whole cache with the padding.
-        mask = (np.arange(T) <= i)[None, None, :] & PADDING[:, None, :]
-        out, cache = layer(
-            X[:, i : i + 1], X[:, i : i + 1], attention_mask=mask,
-            cache=cache, cache_update_index=i,
-        )  # fmt: skip
-        outputs.append(np.asarray(out))
+    assert layer.initial_cache(B, T).shape == (B, T, C + R)
+
+    def hub_mask(index, new):  # keras-hub's way, with the padding
+        queries = index + np.arange(new)[:, None]
+        return (np.arange(T) <= queries)[None] & PADDING[:, None, :]
+
+    got, _ = decode_in_steps(layer, X, prefill=3, attention_mask=hub_mask)
     real = PADDING[:, :, None]  # padded queries' outputs are not compared
-    got = np.concatenate(outputs, 1)
     np.testing.assert_allclose(got * real, expected * real, atol=2e-5)
 
 

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_attention.layers import MultiHeadAttention
 from tests.testing import check_layer
+from tests.testing import decode_in_steps
 from tests.testing import gradients
 
 rng = np.random.default_rng(21)
@@ -154,19 +155,8 @@ def test_cached_decoding_equals_full_pass(kwargs):
     if kwargs.get("use_sinks"):
         layer.sinks.assign(rng.normal(size=(H,)).astype("float32"))
     expected = np.asarray(layer(X, X, use_causal_mask=True))
-    cache = layer.initial_cache(B, T)
-    out, cache = layer(
-        X[:, :2], X[:, :2], use_causal_mask=True, cache=cache,
-        cache_update_index=0,
-    )  # fmt: skip
-    outputs = [np.asarray(out)]
-    for i in range(2, T):
-        out, cache = layer(
-            X[:, i : i + 1], X[:, i : i + 1], use_causal_mask=True,
-            cache=cache, cache_update_index=i,
-        )  # fmt: skip
-        outputs.append(np.asarray(out))
-    np.testing.assert_allclose(np.concatenate(outputs, 1), expected, atol=2e-5)
+    got, _ = decode_in_steps(layer, X)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
 
 
 @pytest.mark.parametrize(
