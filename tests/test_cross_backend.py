@@ -1,7 +1,8 @@
 """Weights saved on one backend give the same outputs on the others.
 
-A `Transformer`, a `Seq2Seq` and a chunked `MultiHeadAttention` save their
-weights under TensorFlow; JAX and PyTorch load them in fresh processes and
+A `Transformer`, a `Seq2Seq`, a chunked `MultiHeadAttention`, a layer of
+each kind of the attention family and a latent-attention `Transformer` save
+their weights under TensorFlow; JAX and PyTorch load them in fresh processes and
 must give the same logits (1e-5) and the same tokens from greedy search,
 beam search and seeded sampling (the sampling noise is the same bits on
 every backend).

@@ -46,6 +46,12 @@ def multi_head(causal=False, **kwargs):
     return lambda: ka.MultiHeadAttention(2, 4, **kwargs), run
 
 
+def family(cls, key_dim, causal=False, **kwargs):
+    """A layer of the attention family, called as `multi_head`'s."""
+    run = multi_head(causal)[1]
+    return lambda: cls(2, key_dim, **kwargs), run
+
+
 def mechanism(cls, **kwargs):
     def run(layer, query, value):
         context, alignments = layer(query[:, 0], value, VALUE_MASK)
@@ -95,6 +101,17 @@ CASES = {
     "multi_head_chunked": multi_head(chunk_size=3),
     "multi_head_chunked_causal": multi_head(chunk_size=2, causal=True),
     "multi_head_general": multi_head(score="general"),
+    "multi_head_sinks_qk_norm": multi_head(use_sinks=True, qk_norm="rms"),
+    "multi_head_sinks_chunked": multi_head(use_sinks=True, chunk_size=2,
+                                           causal=True),
+    "latent": family(ka.MultiHeadLatentAttention, 4, kv_latent_dim=4,
+                     rotary_dim=2),
+    "latent_chunked_causal": family(ka.MultiHeadLatentAttention, 4,
+                                    kv_latent_dim=4, chunk_size=2,
+                                    causal=True),
+    "differential": family(ka.DifferentialAttention, 2),
+    "differential_chunked_causal": family(ka.DifferentialAttention, 2,
+                                          chunk_size=2, causal=True),
     "bahdanau": mechanism(ka.BahdanauAttention, units=4),
     "luong": mechanism(ka.LuongAttention),
     "luong_concat": mechanism(ka.LuongAttention, score="concat"),
@@ -142,7 +159,8 @@ def test_poisoned_padding_changes_no_real_output(name, value):
 @pytest.mark.parametrize(
     "name",
     ["multi_head", "multi_head_chunked", "attention_additive", "bahdanau",
-     "encoder_block"],
+     "encoder_block", "multi_head_sinks_chunked", "latent_chunked_causal",
+     "differential"],
 )  # fmt: skip
 def test_poisoned_padding_leaves_gradients_finite_and_equal(name):
     make, run = CASES[name]

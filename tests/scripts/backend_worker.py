@@ -2,7 +2,9 @@
 
     KERAS_BACKEND=NAME python tests/scripts/backend_worker.py DIR
 
-Builds a `Transformer`, a `Seq2Seq` and a chunked `MultiHeadAttention`.
+Builds a `Transformer`, a `Seq2Seq`, a chunked `MultiHeadAttention`, one
+causal layer of each kind of the attention family and a latent-attention
+`Transformer`.
 The first backend to run (no `DIR/*.weights.h5` yet) saves their weights;
 every run loads them and writes `DIR/NAME.npz`: logits, attention outputs
 and tokens of greedy search, beam search and seeded sampling.
@@ -39,8 +41,29 @@ def build():
             4, 2, num_key_value_heads=2, chunk_size=3, rotary_max_wavelength=50
         )(x, x, use_causal_mask=True),
     )
-    return {"transformer": transformer, "seq2seq": seq2seq,
-            "attention": attention}  # fmt: skip
+    parts = {"transformer": transformer, "seq2seq": seq2seq,
+             "attention": attention}  # fmt: skip
+    # The attention family: one causal layer each, and a latent Transformer
+    # that decodes with its latent cache.
+    family = {
+        "sinks_qk_norm": ka.MultiHeadAttention(
+            4, 2, use_sinks=True, qk_norm="rms", chunk_size=3
+        ),
+        "latent": ka.MultiHeadLatentAttention(
+            2, 4, kv_latent_dim=6, rotary_dim=2, chunk_size=3
+        ),
+        "differential": ka.DifferentialAttention(2, 2, chunk_size=3),
+    }
+    for name, layer in family.items():
+        parts[f"{name}_attention"] = keras.Model(
+            x, layer(x, x, use_causal_mask=True)
+        )
+    parts["latent_transformer"] = Transformer(
+        12, 12, num_layers=1, hidden_dim=8, num_heads=2,
+        intermediate_dim=16, dropout=0.0, attention="latent",
+        attention_options={"kv_latent_dim": 4, "rotary_dim": 2},
+    )  # fmt: skip
+    return parts
 
 
 def main():
@@ -52,9 +75,11 @@ def main():
             part.save_weights(path)
         part.load_weights(path)
     results = {
-        "attention": parts["attention"](X),
+        name: part(X)
+        for name, part in parts.items()
+        if name.endswith("attention")
     }
-    for name in ("transformer", "seq2seq"):
+    for name in ("transformer", "seq2seq", "latent_transformer"):
         model = parts[name]
         inputs = {"source": SOURCE, "target_in": TARGET_IN}
         results[f"{name}_logits"] = model(inputs)
