@@ -21,12 +21,19 @@ cased references:
   feed-forward 2048, dropout 0.5, RMSprop), decoded greedily as there, by
   re-running the model on the growing prefix.
 
+With `--attention KIND,...` it trains only the Transformer, once per kind
+of self-attention (`ATTENTIONS`: multi-head, with sinks and QK-norm,
+latent, differential, linear), each under the same budget, as
+`transformer_KIND`.
+
 Prints one JSON line: per system the parameters, epochs run, seconds per
 epoch, training seconds, BLEU and chrF (greedy, and beam for ours) and the
 seconds to translate the held-out sentences.
 
     python benchmarks/real_translation.py --data spa.txt [--budget 300]
     python benchmarks/real_translation.py --quick   # generated toy corpus
+    python benchmarks/real_translation.py --data spa.txt \
+        --attention multi_head,sinks_qk_norm,latent,differential,linear
 """
 
 import argparse
@@ -72,7 +79,22 @@ def seq2seq(source_vocab, target_vocab, quick):
     return model
 
 
-def transformer(source_vocab, target_vocab, quick):
+# `--attention KIND`: the Transformer's self-attention, by name.
+ATTENTIONS = {
+    "multi_head": {},
+    "sinks_qk_norm": {
+        "attention_options": {"use_sinks": True, "qk_norm": "rms"}
+    },
+    "latent": {
+        "attention": "latent",
+        "attention_options": {"kv_latent_dim": 128},
+    },
+    "differential": {"attention": "differential"},
+    "linear": {"attention": "linear"},
+}
+
+
+def transformer(source_vocab, target_vocab, quick, attention="multi_head"):
     model = Transformer(
         source_vocab,
         target_vocab,
@@ -82,6 +104,7 @@ def transformer(source_vocab, target_vocab, quick):
         intermediate_dim=128 if quick else 512,
         dropout=0.1,
         max_length=MAX_LENGTH + 1,
+        **ATTENTIONS[attention],
     )
     model.compile(optimizer=keras.optimizers.Adam(5e-4), loss=loss())
     return model
@@ -252,8 +275,21 @@ def translate_all(translate, model, method, sources, source_tokenizer, tgt):
     return outputs, time.perf_counter() - start
 
 
+def system(name):
+    """`(build, translate, methods)` of a system; `transformer_KIND` is the
+    Transformer with `ATTENTIONS[KIND]`."""
+    if name.startswith("transformer_"):
+        kind = name[len("transformer_") :]
+        build = SYSTEMS["transformer"][0]
+        return (
+            lambda *args: build(*args, attention=kind),
+            *SYSTEMS["transformer"][1:],
+        )
+    return SYSTEMS[name]
+
+
 def run(name, data, toks, args):
-    build, translate, methods = SYSTEMS[name]
+    build, translate, methods = system(name)
     (train_src, train_tgt), (test_src, test_tgt) = data
     keras.utils.set_random_seed(0)
     model = build(toks[0].vocabulary_size, toks[1].vocabulary_size, args.quick)
@@ -301,6 +337,12 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument(
+        "--attention",
+        help="comma-separated kinds of the Transformer's self-attention "
+        f"({', '.join(ATTENTIONS)}): trains transformer_KIND for each, "
+        "instead of --systems",
+    )
     args = parser.parse_args(argv)
     if not args.data and not args.quick:
         parser.error("give --data FILE.tsv (or --quick for a toy corpus)")
@@ -316,7 +358,16 @@ def main(argv=None):
         "vocabulary": [t.vocabulary_size for t in toks],
         "budget_seconds": args.budget,
     }
-    for name in args.systems.split(","):
+    names = args.systems.split(",")
+    if args.attention:
+        kinds = args.attention.split(",")
+        for kind in kinds:
+            if kind not in ATTENTIONS:
+                parser.error(
+                    f"--attention {kind}: one of {', '.join(ATTENTIONS)}"
+                )
+        names = [f"transformer_{kind}" for kind in kinds]
+    for name in names:
         results[name] = run(name, data, toks, args)
         print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
     print(json.dumps(results, ensure_ascii=False))

@@ -159,6 +159,7 @@ def attention(
         dtype, and float32 weights `(B, *heads, Tq, Tk)` if
         `return_weights`, else `None`.
     """
+    query, key, value = map(ops.convert_to_tensor, (query, key, value))
     offset = 0 if cache_update_index is None else cache_update_index
     if cache_update_index is not None:  # never the unwritten cache end
         written = ops.arange(ops.shape(key)[-2]) < offset + ops.shape(query)[-2]

@@ -26,6 +26,7 @@ EXPECTED_KEYS = {
     "rnn_decoder": "train_ratio",
     "distributed": "overhead_ratio",
     "real_translation": "seq2seq",
+    "attention_family": "overhead",
 }
 
 
@@ -47,3 +48,17 @@ def test_benchmark_quick_run_prints_one_json_line(name):
     assert len(lines) == 1, result.stdout[-3000:]
     report = json.loads(lines[0])
     assert EXPECTED_KEYS[name] in report, report
+
+
+@pytest.mark.slow
+def test_real_translation_trains_one_transformer_per_attention_kind():
+    script = os.path.join(ROOT, "benchmarks", "real_translation.py")
+    result = subprocess.run(
+        [sys.executable, script, "--quick", "--attention", "latent,linear"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for kind in ("latent", "linear"):
+        assert "bleu_beam" in report[f"transformer_{kind}"], report
+    assert "seq2seq" not in report
