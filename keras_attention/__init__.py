@@ -12,9 +12,11 @@ from keras_attention.layers import Attention
 from keras_attention.layers import AttentionDecoder
 from keras_attention.layers import AttentionPooling
 from keras_attention.layers import BahdanauAttention
+from keras_attention.layers import DifferentialAttention
 from keras_attention.layers import LearnedPositionalEmbedding
 from keras_attention.layers import LuongAttention
 from keras_attention.layers import MultiHeadAttention
+from keras_attention.layers import MultiHeadLatentAttention
 from keras_attention.layers import RotaryEmbedding
 from keras_attention.layers import SinusoidalPositionalEncoding
 from keras_attention.layers import TokenAndPositionEmbedding
