@@ -14,6 +14,7 @@ from keras_attention.layers import AttentionPooling
 from keras_attention.layers import BahdanauAttention
 from keras_attention.layers import DifferentialAttention
 from keras_attention.layers import LearnedPositionalEmbedding
+from keras_attention.layers import LinearAttention
 from keras_attention.layers import LuongAttention
 from keras_attention.layers import MultiHeadAttention
 from keras_attention.layers import MultiHeadLatentAttention

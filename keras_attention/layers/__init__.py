@@ -6,6 +6,7 @@ from keras_attention.layers.differential import DifferentialAttention
 from keras_attention.layers.dropout import Dropout
 from keras_attention.layers.feed_forward import FeedForward
 from keras_attention.layers.latent import MultiHeadLatentAttention
+from keras_attention.layers.linear import LinearAttention
 from keras_attention.layers.masking import Unmasked
 from keras_attention.layers.multi_head import MultiHeadAttention
 from keras_attention.layers.positional import LearnedPositionalEmbedding
