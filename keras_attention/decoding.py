@@ -13,7 +13,14 @@ the beams itself: the caller never tiles.
 
 Returned tokens exclude the start token; positions after the first `end_id`
 hold `pad_id`. Reserved ids: pad 0, start 1, end 2, unknown 3.
+
+All three take the logit controls of Hugging Face's `GenerationConfig`
+(`min_length`, `no_repeat_ngram_size`, `repetition_penalty`,
+`bad_token_ids`), applied to every step's logits by one `Controls`.
 """
+
+import dataclasses
+import numbers
 
 import keras
 from keras import ops
@@ -59,10 +66,187 @@ def _write(tokens, index, values):
     return ops.where(position, ops.expand_dims(values, -1), tokens)
 
 
+def _token_ids(ids, vocab_size=None):
+    """`bad_token_ids` as a sorted tuple of distinct ints (`None` if empty).
+
+    Raises a `ValueError` naming `bad_token_ids` unless `ids` is a list of
+    int ids `>= 0` (and `< vocab_size`, when known).
+    """
+    if ids is None:
+        return None
+    iterable = hasattr(ids, "__iter__") and not isinstance(ids, (str, bytes))
+    items = list(ids) if iterable and not isinstance(ids, dict) else [ids]
+    bound = "" if vocab_size is None else f" < {vocab_size}"
+    for item in items:
+        ok = isinstance(item, numbers.Integral) and not isinstance(item, bool)
+        ok = ok and item >= 0 and (vocab_size is None or item < vocab_size)
+        if not (iterable and ok):
+            raise ValueError(
+                "Invalid value for argument `bad_token_ids`: expected a list "
+                f"of int token ids >= 0{bound} (the vocabulary size), or "
+                f"None. Received: bad_token_ids={ids!r}"
+            )
+    return tuple(sorted({int(item) for item in items})) or None
+
+
+def _history(tokens, index):
+    """Generated tokens `(N, L)`, `-1` from `index` on (not generated yet).
+
+    `tokens` is `(N, L)`, or `(B, W, L)` for beams (flattened to `B * W`
+    rows, the order of the beams' logits).
+    """
+    length = tokens.shape[-1]
+    tokens = ops.reshape(ops.cast(tokens, "int32"), (-1, length))
+    return ops.where(ops.arange(length) < index, tokens, -1)
+
+
+def _contains(values, vocab):
+    """Whether each token of `vocab (V,)` is among `values (N, K)`: `(N, V)`.
+
+    A compare against every id (elementwise, no scatter); `-1` matches none.
+    """
+    matches = ops.equal(ops.expand_dims(values, -1), vocab)  # (N, K, V)
+    return ops.any(matches, axis=-2)
+
+
+def _repeated_ngrams(history, index, vocab, size):
+    """Tokens that would complete an n-gram already in `history`: `(N, V)`.
+
+    Window `j` holds `history[j : j + size]`; it bans its last token when it
+    lies wholly before `index` and its first `size - 1` tokens equal the
+    last `size - 1` generated ones.
+    """
+    length = history.shape[-1]
+    count = length - size + 1  # windows: (N, count) each
+    windows = [history[:, k : k + count] for k in range(size)]
+    repeats = ops.not_equal(windows[-1], -1)  # complete before `index`
+    positions = ops.arange(length)
+    for k in range(size - 1):  # the k-th of the last size - 1 tokens
+        at = ops.equal(positions, index - size + 1 + k)  # one-hot position
+        last = ops.sum(ops.where(at, history, 0), axis=-1)  # (N,)
+        same = ops.equal(windows[k], ops.expand_dims(last, -1))
+        repeats = ops.logical_and(repeats, same)
+    return _contains(ops.where(repeats, windows[-1], -1), vocab)
+
+
+@dataclasses.dataclass(frozen=True)
+class Controls:
+    r"""The logit controls of Hugging Face's `GenerationConfig`, one place.
+
+    Every decoder calls `apply` on each step's logits $\ell$ `(N, V)`
+    before it chooses, with $y_{<t}$ the row's `t` generated tokens (the
+    start token is not one):
+
+    - `repetition_penalty` $\theta$ (CTRL, Keskar et al. 2019): for every
+      distinct $v \in y_{<t}$, $\ell_v \leftarrow \ell_v / \theta$ if
+      $\ell_v > 0$, else $\ell_v \theta$ (`1.0`: off).
+    - `min_length` $m$: $\ell_{\mathrm{end}}$ masked while $t < m$, so no
+      end id among the first $m$ tokens (`0`: off). Unlike HF's
+      `min_length`, the start token is not counted (HF's `min_new_tokens`).
+      $m \ge$ `max_length` is allowed: no row ends.
+    - `no_repeat_ngram_size` $n$: $\ell_v$ masked if
+      $(y_{t-n+1}, \ldots, y_{t-1}, v)$ already occurs in $y_{<t}$ (`0`:
+      off); with beams, each beam's own history.
+    - `bad_token_ids`: these ids are always masked (`None`: off).
+
+    The penalty comes first, so masked logits are exactly `mask_value()`.
+    Beam search renormalises the controlled logits (`log_softmax`), so its
+    scores are log-probabilities and `beam_width=1` is greedy search; HF
+    adds the processed log-probabilities instead. Defaults change nothing.
+    The masks compare the history with every id: `O(N L V)` per step when a
+    history control is on, no scatter. Controls that leave no token (say
+    `no_repeat_ngram_size=1` over more steps than the vocabulary has
+    tokens) make every logit `mask_value()`: the choice is then arbitrary
+    (the lowest id, in greedy search), as HF's is then undefined.
+
+    Args:
+        min_length: int `>= 0`. Defaults to `0`.
+        no_repeat_ngram_size: int `>= 0`. Defaults to `0`.
+        repetition_penalty: number `> 0`. Defaults to `1.0`.
+        bad_token_ids: list of int ids, or `None`; kept as a sorted tuple.
+            Defaults to `None`.
+
+    Examples:
+        >>> import numpy as np
+        >>> controls = Controls(repetition_penalty=2.0, bad_token_ids=[3])
+        >>> logits = np.array([[4.0, -4.0, 1.0, 1.0]], "float32")
+        >>> tokens = np.array([[0, 1, 0]])  # generated 0 and 1 so far
+        >>> np.asarray(controls.apply(logits, tokens, 2)).tolist()
+        [[2.0, -8.0, 1.0, -1000000000.0]]
+    """
+
+    min_length: int = 0
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+    bad_token_ids: tuple = None
+
+    def __post_init__(self):
+        for name in ("min_length", "no_repeat_ngram_size"):
+            utils.check_number(
+                name, getattr(self, name), 0, integer=True, include_low=True
+            )
+        utils.check_positive_number(
+            "repetition_penalty", self.repetition_penalty
+        )
+        ids = _token_ids(self.bad_token_ids)
+        object.__setattr__(self, "bad_token_ids", ids)
+
+    def check_vocabulary(self, vocab_size):
+        """Raise a `ValueError` naming `bad_token_ids` if an id is not
+        below `vocab_size` (`None`: unknown, no check)."""
+        _token_ids(self.bad_token_ids, vocab_size)
+
+    def apply(self, logits, tokens, index, end_id=None):
+        """The controlled logits at step `index`.
+
+        Args:
+            logits: float `(N, V)`, the step's logits.
+            tokens: int `(N, L)` (or `(B, W, L)` for `N = B * W` beams),
+                the tokens generated so far; positions from `index` on are
+                ignored.
+            index: int scalar, the step (the number of tokens generated).
+            end_id: id that `min_length` holds back, or `None`.
+
+        Returns:
+            float32 `(N, V)`; the input itself when every control is off.
+        """
+        if self == Controls():
+            return logits
+        logits = ops.cast(logits, "float32")
+        self.check_vocabulary(logits.shape[-1])
+        vocab = ops.arange(ops.shape(logits)[-1], dtype="int32")  # (V,)
+        history = _history(tokens, index)  # (N, L)
+        theta = self.repetition_penalty
+        if theta != 1.0:  # first, so that masks stay exactly mask_value()
+            penalised = ops.where(logits > 0, logits / theta, logits * theta)
+            logits = ops.where(_contains(history, vocab), penalised, logits)
+        banned = []  # masks broadcastable to (N, V)
+        if self.min_length and end_id is not None:
+            early = ops.less(index, self.min_length)
+            banned.append(ops.logical_and(ops.equal(vocab, end_id), early))
+        size = self.no_repeat_ngram_size
+        if size and size <= history.shape[-1]:  # else no n-gram fits
+            banned.append(_repeated_ngrams(history, index, vocab, size))
+        if self.bad_token_ids:
+            bad = ops.convert_to_tensor([self.bad_token_ids], "int32")
+            banned.append(_contains(bad, vocab))  # (1, V)
+        for mask in banned:
+            logits = ops.where(mask, mask_value(), logits)
+        return logits
+
+
 def _decode(
-    choose, step_fn, initial_state, start_ids, max_length, end_id, pad_id
+    choose,
+    step_fn,
+    initial_state,
+    start_ids,
+    max_length,
+    end_id,
+    pad_id,
+    controls,
 ):
-    """Shared loop of greedy search and sampling: `choose(logits, index)`."""
+    """Shared loop of greedy search and sampling: `choose(logits, index)`
+    picks from the logits under the `Controls`."""
     _check(max_length, end_id, pad_id)
     start_ids = ops.cast(start_ids, "int32")
     batch = ops.shape(start_ids)[0]
@@ -71,6 +255,7 @@ def _decode(
 
     def body(index, tokens, last, finished, state):
         logits, state, _ = _call_step(step_fn, last, state, index)  # (B, V)
+        logits = controls.apply(logits, tokens, index, end_id)
         chosen = ops.cast(choose(logits, index), "int32")  # (B,)
         chosen = ops.where(finished, pad_id, chosen)
         tokens = _write(tokens, index, chosen)
@@ -89,11 +274,21 @@ def _decode(
 
 
 def greedy_search(
-    step_fn, initial_state, start_ids, max_length, end_id=None, pad_id=0
+    step_fn,
+    initial_state,
+    start_ids,
+    max_length,
+    end_id=None,
+    pad_id=0,
+    min_length=0,
+    no_repeat_ngram_size=0,
+    repetition_penalty=1.0,
+    bad_token_ids=None,
 ):
     r"""Decode by taking the most likely token at every step.
 
-    $y_t = \operatorname{argmax}_v p(v \mid y_{<t}, x)$.
+    $y_t = \operatorname{argmax}_v p(v \mid y_{<t}, x)$, over the logits
+    under the `Controls` (off by default).
 
     Args:
         step_fn: `(tokens (B,), state, index) -> (logits (B, V), state)`.
@@ -102,6 +297,15 @@ def greedy_search(
         max_length: int, the number of tokens generated.
         end_id: id that ends a sequence, or `None`. Defaults to `None`.
         pad_id: id written after the end token. Defaults to `0`.
+        min_length: no `end_id` among the first `min_length` tokens.
+            Defaults to `0`.
+        no_repeat_ngram_size: no n-gram of this size twice in a row's
+            tokens; `0` for none. Defaults to `0`.
+        repetition_penalty: CTRL's $\theta$: the logit of every token
+            already generated is divided by it if positive, else
+            multiplied. Defaults to `1.0`.
+        bad_token_ids: list of ids never emitted, or `None`. Defaults to
+            `None`.
 
     Returns:
         int32 tokens `(B, max_length)`.
@@ -112,13 +316,32 @@ def greedy_search(
         ...     return keras.ops.one_hot(tokens + 1, 6), state
         >>> np.asarray(greedy_search(step_fn, (), np.array([1]), 5, end_id=4))
         array([[2, 3, 4, 0, 0]], dtype=int32)
+        >>> def prefers_3(tokens, state, index):  # then 4, 5, end 2
+        ...     scores = keras.ops.convert_to_tensor([[0, 0, 1, 4, 3, 2.0]])
+        ...     return scores, state
+        >>> np.asarray(greedy_search(prefers_3, (), np.array([1]), 5, 2))
+        array([[3, 3, 3, 3, 3]], dtype=int32)
+        >>> np.asarray(greedy_search(
+        ...     prefers_3, (), np.array([1]), 5, 2, no_repeat_ngram_size=1
+        ... ))
+        array([[3, 4, 5, 2, 0]], dtype=int32)
     """
+    controls = Controls(
+        min_length, no_repeat_ngram_size, repetition_penalty, bad_token_ids
+    )
 
     def choose(logits, index):
         return ops.argmax(logits, axis=-1)
 
     return _decode(
-        choose, step_fn, initial_state, start_ids, max_length, end_id, pad_id
+        choose,
+        step_fn,
+        initial_state,
+        start_ids,
+        max_length,
+        end_id,
+        pad_id,
+        controls,
     )
 
 
@@ -233,11 +456,17 @@ def sample(
     top_k=None,
     top_p=None,
     seed=None,
+    min_length=0,
+    no_repeat_ngram_size=0,
+    repetition_penalty=1.0,
+    bad_token_ids=None,
 ):
     r"""Decode by sampling each token from the (filtered) distribution.
 
     $y_t \sim \operatorname{softmax}(\mathrm{logits}_t / \mathtt{temperature})$
-    restricted to the `top_k` most likely tokens and to the top-p nucleus.
+    restricted to the `top_k` most likely tokens and to the top-p nucleus,
+    with the logits under the `Controls` first (as HF: processors, then
+    temperature, top-k and top-p).
     Sampling uses the Gumbel-max trick with stateless noise of
     `(seed, step, position)`, so a given seed always gives the same tokens,
     eagerly, compiled or exported.
@@ -253,6 +482,15 @@ def sample(
         top_k: int or `None`. Defaults to `None`.
         top_p: float in $(0, 1]$ or `None`. Defaults to `None`.
         seed: int or int scalar tensor; `None` draws one. Defaults to
+            `None`.
+        min_length: no `end_id` among the first `min_length` tokens.
+            Defaults to `0`.
+        no_repeat_ngram_size: no n-gram of this size twice in a row's
+            tokens; `0` for none. Defaults to `0`.
+        repetition_penalty: CTRL's $\theta$: the logit of every token
+            already generated is divided by it if positive, else
+            multiplied. Defaults to `1.0`.
+        bad_token_ids: list of ids never emitted, or `None`. Defaults to
             `None`.
 
     Returns:
@@ -270,6 +508,9 @@ def sample(
         Degeneration" (top-p); Fan et al., 2018 (top-k).
     """
     check_sampling_options(temperature, top_k, top_p)
+    controls = Controls(
+        min_length, no_repeat_ngram_size, repetition_penalty, bad_token_ids
+    )
     seed = utils.draw_seed(seed)
 
     def choose(logits, index):
@@ -279,7 +520,14 @@ def sample(
         return ops.argmax(logits + gumbel, axis=-1)
 
     return _decode(
-        choose, step_fn, initial_state, start_ids, max_length, end_id, pad_id
+        choose,
+        step_fn,
+        initial_state,
+        start_ids,
+        max_length,
+        end_id,
+        pad_id,
+        controls,
     )
 
 
@@ -367,6 +615,10 @@ def beam_search(
     length_penalty=0.6,
     coverage_penalty=0.0,
     return_all_beams=False,
+    min_length=0,
+    no_repeat_ngram_size=0,
+    repetition_penalty=1.0,
+    bad_token_ids=None,
 ):
     r"""Decode keeping the `beam_width` best partial sequences.
 
@@ -379,7 +631,9 @@ def beam_search(
     source positions a finished sequence attended to (positions with total
     weight exactly 0, i.e. padding, are left out). A finished beam only
     extends with `pad_id` at no cost. The state is tiled over the beams here
-    and reordered with them.
+    and reordered with them. $\log P$ is summed over the log-softmax of the
+    logits under the `Controls` (each beam's own history), so `beam_width=1`
+    is greedy search with the same controls.
 
     Args:
         step_fn: `(tokens (B,), state, index) -> (logits (B, V), state)`,
@@ -397,6 +651,15 @@ def beam_search(
         coverage_penalty: $\beta$. Defaults to `0.0`.
         return_all_beams: whether to return every beam, best first.
             Defaults to `False`.
+        min_length: no `end_id` among the first `min_length` tokens.
+            Defaults to `0`.
+        no_repeat_ngram_size: no n-gram of this size twice in a row's
+            tokens; `0` for none. Defaults to `0`.
+        repetition_penalty: CTRL's $\theta$: the logit of every token
+            already generated is divided by it if positive, else
+            multiplied. Defaults to `1.0`.
+        bad_token_ids: list of ids never emitted, or `None`. Defaults to
+            `None`.
 
     Returns:
         Tuple `(tokens, scores)`: int32 `(B, max_length)` and float32 `(B,)`
@@ -405,8 +668,8 @@ def beam_search(
 
     Examples:
         >>> import numpy as np
-        >>> def step_fn(tokens, state, index):
-        ...     return keras.ops.one_hot(tokens + 1, 6) * 9.0, state
+        >>> def step_fn(tokens, state, index):  # id 6 wraps to 0
+        ...     return keras.ops.one_hot((tokens + 1) % 6, 6) * 9.0, state
         >>> tokens, scores = beam_search(
         ...     step_fn, (), np.array([1]), 4, end_id=4, beam_width=2
         ... )
@@ -419,6 +682,9 @@ def beam_search(
     """
     _check(max_length, end_id, pad_id)
     check_beam_options(beam_width, length_penalty, coverage_penalty)
+    controls = Controls(
+        min_length, no_repeat_ngram_size, repetition_penalty, bad_token_ids
+    )
     width, use_coverage = int(beam_width), bool(coverage_penalty)
     start_ids = ops.cast(start_ids, "int32")
     batch = ops.shape(start_ids)[0]
@@ -429,6 +695,7 @@ def beam_search(
         index, tokens, last, log_probs, finished, lengths, coverage, state
     ):
         logits, state, alignments = _call_step(step_fn, last, state, index)
+        logits = controls.apply(logits, tokens, index, end_id)  # (B * W, V)
         if use_coverage:  # a finished beam attends no more
             live = ops.reshape(ops.logical_not(finished), (-1, 1))
             coverage += ops.where(live, ops.cast(alignments, "float32"), 0.0)

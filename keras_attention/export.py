@@ -14,8 +14,11 @@ translator.translate(tf.constant(["This cat is very large."]))
 ```
 """
 
+import dataclasses
+
 import tensorflow as tf
 
+from keras_attention import decoding
 from keras_attention import utils
 from keras_attention.constants import UNK_ID
 from keras_attention.text import Tokenizer
@@ -95,6 +98,15 @@ class Translator(tf.Module):
             `max_length` (at least 2: `[START]` and `[END]`).
         method: `"greedy"` or `"beam"`. Defaults to `"greedy"`.
         beam_width: beams of beam search. Defaults to `4`.
+        min_length: no `[END]` among the first `min_length` tokens, as
+            in `model.generate` (HF's logit controls,
+            `keras_attention.decoding.Controls`). Defaults to `0`.
+        no_repeat_ngram_size: no n-gram of this size twice in a
+            translation; `0` for none. Defaults to `0`.
+        repetition_penalty: CTRL's penalty on the logits of tokens
+            already generated. Defaults to `1.0` (none).
+        bad_token_ids: list of target ids never emitted, or `None`.
+            Defaults to `None`.
     """
 
     def __init__(
@@ -106,6 +118,10 @@ class Translator(tf.Module):
         source_length=None,
         method="greedy",
         beam_width=4,
+        min_length=0,
+        no_repeat_ngram_size=0,
+        repetition_penalty=1.0,
+        bad_token_ids=None,
     ):
         super().__init__()
         if hasattr(model, "check_lengths"):
@@ -121,6 +137,11 @@ class Translator(tf.Module):
             method=method,
             beam_width=beam_width,
         )
+        # Checked here too, before anything is traced or written.
+        self.controls = decoding.Controls(
+            min_length, no_repeat_ngram_size, repetition_penalty, bad_token_ids
+        )
+        self.controls.check_vocabulary(model.target_vocab_size)
         self.model = model
         self.source_tokenizer = source_tokenizer
         self.target_tokenizer = target_tokenizer
@@ -142,6 +163,7 @@ class Translator(tf.Module):
         # function is itself being traced.
         generate = getattr(self.model, "generate_function", None)
         generate = generate or self.model.generate
+        kwargs.update(dataclasses.asdict(self.controls))
         tokens = generate(
             source, max_length=self.max_length, method=self.method, **kwargs
         )
@@ -164,6 +186,10 @@ def export_translator(
     method="greedy",
     beam_width=4,
     source_length=None,
+    min_length=0,
+    no_repeat_ngram_size=0,
+    repetition_penalty=1.0,
+    bad_token_ids=None,
 ):
     """Write a SavedModel that translates a batch of strings.
 
@@ -187,6 +213,15 @@ def export_translator(
         source_length: source length the model is fed (truncate or pad).
             Defaults to the model's positions, else `max_length` (at least
             2: `[START]` and `[END]`).
+        min_length: no `[END]` among the first `min_length` tokens, as
+            in `model.generate` (HF's logit controls,
+            `keras_attention.decoding.Controls`). Defaults to `0`.
+        no_repeat_ngram_size: no n-gram of this size twice in a
+            translation; `0` for none. Defaults to `0`.
+        repetition_penalty: CTRL's penalty on the logits of tokens
+            already generated. Defaults to `1.0` (none).
+        bad_token_ids: list of target ids never emitted, or `None`.
+            Defaults to `None`.
 
     Returns:
         The `Translator` module that was saved (callable in-process).
@@ -199,6 +234,10 @@ def export_translator(
         source_length=source_length,
         method=method,
         beam_width=beam_width,
+        min_length=min_length,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        repetition_penalty=repetition_penalty,
+        bad_token_ids=bad_token_ids,
     )
     tf.saved_model.save(
         translator,

@@ -220,3 +220,58 @@ def test_bad_arguments_raise(exported, tmp_path):
             method="sample",
         )
     assert not os.path.exists(unused)
+
+
+@pytest.mark.parametrize(
+    "options", [{"method": "greedy"}, {"method": "beam", "beam_width": 3}]
+)
+def test_exported_controls_equal_generate_with_them(
+    exported, options, tmp_path
+):
+    # HF's logit controls pass through `export_translator` into the graph.
+    _, translator = exported
+    model = translator.model
+    source, target = translator.source_tokenizer, translator.target_tokenizer
+    texts = tf.constant(ENGLISH[:6])
+    ids = source.pad(source.tokenize(texts), translator.source_length)
+    free = np.asarray(model.generate(ids, 12, **options))
+    counts = np.bincount(free.ravel(), minlength=target.vocabulary_size)
+    counts[:4] = 0  # reserved ids stay allowed
+    controls = {
+        "min_length": 4,
+        "no_repeat_ngram_size": 2,
+        "repetition_penalty": 1.4,
+        "bad_token_ids": [int(np.argmax(counts))],  # the most frequent
+    }
+    tokens = model.generate(ids, 12, **options, **controls)
+    assert not np.array_equal(np.asarray(tokens), free)
+    path = str(tmp_path / "translator")
+    export_translator(
+        model, source, target, path, max_length=12, **options, **controls
+    )
+    loaded = tf.saved_model.load(path)  # kept: its variables live on it
+    translation = loaded.translate(texts)["translation"].numpy()
+    assert list(translation) == list(target.detokenize(tokens).numpy())
+
+
+@pytest.mark.parametrize(
+    "controls, name",
+    [
+        ({"min_length": -1}, "min_length"),
+        ({"no_repeat_ngram_size": 1.5}, "no_repeat_ngram_size"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty"),
+        ({"bad_token_ids": [10**6]}, "bad_token_ids"),  # beyond V
+    ],
+)
+def test_bad_controls_fail_before_export(exported, controls, name, tmp_path):
+    _, translator = exported
+    unused = str(tmp_path / "unused")
+    with pytest.raises(ValueError, match=f"argument `{name}`"):
+        export_translator(
+            translator.model,
+            translator.source_tokenizer,
+            translator.target_tokenizer,
+            unused,
+            **controls,
+        )
+    assert not os.path.exists(unused)

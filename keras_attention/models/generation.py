@@ -44,6 +44,24 @@ class DecodingOptions:
         temperature: of `"sample"`. Defaults to `1.0`.
         top_k: of `"sample"`, or `None`. Defaults to `None`.
         top_p: of `"sample"`, in $(0, 1]$, or `None`. Defaults to `None`.
+        min_length: no end id (2) among the first `min_length` tokens;
+            `>= max_length` means no row ends. Defaults to `0`.
+        no_repeat_ngram_size: no n-gram of this size twice in a row's
+            tokens (each beam's own, with `"beam"`); `0` for none.
+            Defaults to `0`.
+        repetition_penalty: CTRL's $\theta$ (Keskar et al. 2019): the
+            logit $\ell_v$ of every token already generated in the row
+            (once, however often) becomes $\ell_v / \theta$ if positive,
+            else $\ell_v \theta$; `> 1` discourages repeats. Defaults to
+            `1.0`.
+        bad_token_ids: list of ids never emitted, or `None`; kept as a
+            sorted tuple (part of the compile cache key). Defaults to
+            `None`.
+
+    The four controls are HF `GenerationConfig`'s, applied to the logits of
+    every method by `keras_attention.decoding.Controls` (the penalty, then
+    the masks; then temperature, top-k and top-p). Bad values are
+    `ValueError`s naming the argument.
     """
 
     method: str = "greedy"
@@ -53,6 +71,10 @@ class DecodingOptions:
     temperature: float = 1.0
     top_k: int = None
     top_p: float = None
+    min_length: int = 0
+    no_repeat_ngram_size: int = 0
+    repetition_penalty: float = 1.0
+    bad_token_ids: tuple = None
 
     def __post_init__(self):
         utils.check_choice("method", self.method, METHODS)
@@ -62,12 +84,27 @@ class DecodingOptions:
         decoding.check_sampling_options(
             self.temperature, self.top_k, self.top_p
         )
+        # Checked, and the ids kept as a sorted tuple: hashable, and equal
+        # lists give one compiled function.
+        ids = self.controls.bad_token_ids
+        object.__setattr__(self, "bad_token_ids", ids)
+
+    @property
+    def controls(self):
+        """The logit controls, a `keras_attention.decoding.Controls`."""
+        return decoding.Controls(
+            self.min_length,
+            self.no_repeat_ngram_size,
+            self.repetition_penalty,
+            self.bad_token_ids,
+        )
 
     def decode(self, step_fn, state, start_ids, max_length, seed):
         """Run the decoding loop of `method`; returns int32 `(B, L)`."""
         common = (step_fn, state, start_ids, max_length, END_ID, PAD_ID)
+        controls = dataclasses.asdict(self.controls)
         if self.method == "greedy":
-            return decoding.greedy_search(*common)
+            return decoding.greedy_search(*common, **controls)
         if self.method == "sample":
             return decoding.sample(
                 *common,
@@ -75,12 +112,14 @@ class DecodingOptions:
                 top_k=self.top_k,
                 top_p=self.top_p,
                 seed=seed,
+                **controls,
             )
         tokens, _ = decoding.beam_search(
             *common,
             beam_width=self.beam_width,
             length_penalty=self.length_penalty,
             coverage_penalty=self.coverage_penalty,
+            **controls,
         )
         return tokens
 
@@ -216,6 +255,7 @@ class Generator:
         an int32 tensor.
         """
         options = DecodingOptions(**options)
+        options.controls.check_vocabulary(self.target_vocab_size)
         utils.check_positive_int("max_length", max_length)
         check_inputs({"source": source}, source=self.source_vocab_size)
         source = ops.convert_to_tensor(source)
@@ -261,7 +301,7 @@ class Generator:
     def generate(
         self, source, max_length, return_attention=False, seed=None, **options
     ):
-        """Generate target token ids for a batch of sources.
+        r"""Generate target token ids for a batch of sources.
 
         Compiled once per `(max_length, options, return_attention)` on every
         backend, for any batch size and source length.
@@ -275,7 +315,14 @@ class Generator:
                 Defaults to `None`.
             **options: the `DecodingOptions`: `method` (`"greedy"`,
                 `"beam"`, `"sample"`), `beam_width`, `length_penalty`,
-                `coverage_penalty`, `temperature`, `top_k`, `top_p`.
+                `coverage_penalty`, `temperature`, `top_k`, `top_p`, and
+                for every method HF's logit controls: `min_length` (no end
+                id among the first `min_length` tokens, default `0`),
+                `no_repeat_ngram_size` (no n-gram of that size twice in a
+                row, default `0`: off), `repetition_penalty` ($\theta$:
+                the logit of each token already generated is divided by it
+                if positive, else multiplied; default `1.0`: off) and
+                `bad_token_ids` (never emitted, default `None`).
 
         Returns:
             int32 tokens `(B, max_length)` (without the start token, 0

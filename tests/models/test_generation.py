@@ -4,9 +4,12 @@ import keras
 import numpy as np
 import pytest
 
+from keras_attention.constants import END_ID
 from keras_attention.models import Seq2Seq
 from keras_attention.models import Transformer
 from keras_attention.models.generation import DecodingOptions
+from keras_attention.models.generation import never_reserved
+from tests.test_decoding import numpy_controls
 
 SOURCE = np.array([[5, 6, 7, 8, 0, 0], [4, 9, 4, 9, 4, 9], [3, 0, 0, 0, 0, 0]])
 
@@ -116,6 +119,15 @@ def test_step_alignments_equal_teacher_forced_alignments(model):
         ({"top_p": 1.5}, "top_p"),
         ({"length_penalty": -1.0}, "length_penalty"),
         ({"coverage_penalty": float("nan")}, "coverage_penalty"),
+        ({"min_length": -1}, "min_length"),
+        ({"min_length": 1.5}, "min_length"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size"),
+        ({"no_repeat_ngram_size": "2"}, "no_repeat_ngram_size"),
+        ({"repetition_penalty": 0.0}, "repetition_penalty"),
+        ({"repetition_penalty": float("inf")}, "repetition_penalty"),
+        ({"bad_token_ids": 5}, "bad_token_ids"),
+        ({"bad_token_ids": [5.0]}, "bad_token_ids"),
+        ({"bad_token_ids": [-2]}, "bad_token_ids"),
     ],
 )
 def test_bad_options_name_the_argument(options, name):
@@ -167,3 +179,136 @@ def test_unseeded_generate_function_draws_its_seed_reproducibly(model):
             model.generate_function(SOURCE, 6, method="sample", temperature=5.0)
         )
     np.testing.assert_array_equal(*draws)
+
+
+# Hugging Face's logit controls through `generate`, for every method.
+
+METHODS = [
+    {},
+    {"method": "beam", "beam_width": 3},
+    {"method": "sample", "seed": 3, "temperature": 2.0},
+]
+
+
+def emitted(row):
+    """A row's tokens up to and including its end token."""
+    row = list(row)
+    return row[: row.index(END_ID) + 1] if END_ID in row else row
+
+
+def biased(name, bonus):
+    """A fresh model whose logits get `bonus` `{id: value}` at every step.
+
+    Untrained models emit what their initial weights (which differ per
+    backend) say; a bonus makes the behaviour a control must change certain.
+    """
+    model = MODELS[name]()
+    step = model.decoding_step
+    bonus_vector = np.zeros((10,), "float32")
+    bonus_vector[list(bonus)] = list(bonus.values())
+
+    def decoding_step(tokens, state, index):
+        logits, state, alignments = step(tokens, state, index)
+        return logits + bonus_vector, state, alignments
+
+    model.decoding_step = decoding_step
+    return model
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def repeating(request):
+    """Token 5 first, the end token last: `[5, 5, ...]` unless controlled."""
+    return biased(request.param, {5: 50.0, END_ID: -50.0})
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def eager_to_end(request):
+    """The end token first: it ends at once unless controlled."""
+    return biased(request.param, {END_ID: 50.0})
+
+
+@pytest.mark.parametrize("options", METHODS, ids=str)
+def test_no_repeat_ngram_size_one_emits_no_token_twice(repeating, options):
+    free = np.asarray(repeating.generate(SOURCE, 8, **options))
+    assert (free == 5).all()
+    tokens = repeating.generate(SOURCE, 8, no_repeat_ngram_size=1, **options)
+    for row in np.asarray(tokens):
+        assert len(set(emitted(row))) == len(emitted(row)), row
+    assert (np.asarray(tokens)[:, 0] == 5).all()  # the bonus still counts
+
+
+@pytest.mark.parametrize("options", METHODS, ids=str)
+def test_bad_token_ids_never_appear(repeating, options):
+    tokens = repeating.generate(SOURCE, 8, bad_token_ids=[5, 7], **options)
+    assert not np.isin(np.asarray(tokens), [5, 7]).any()
+    assert not (np.asarray(tokens) == END_ID).any()  # still disfavoured
+
+
+@pytest.mark.parametrize("options", METHODS, ids=str)
+def test_min_length_holds_the_end_token_back(eager_to_end, options):
+    free = np.asarray(eager_to_end.generate(SOURCE, 6, **options))
+    assert (free[:, 0] == END_ID).all()
+    tokens = eager_to_end.generate(SOURCE, 6, min_length=4, **options)
+    tokens = np.asarray(tokens)
+    assert not np.isin(tokens[:, :4], [END_ID, 0]).any()
+    assert (tokens[:, 4] == END_ID).all()  # as soon as it may
+
+
+def test_generate_with_controls_equals_a_numpy_step_by_step_greedy(model):
+    controls = {
+        "min_length": 3,
+        "no_repeat_ngram_size": 2,
+        "repetition_penalty": 1.5,
+        "bad_token_ids": [9],
+    }
+    tokens = np.asarray(model.generate(SOURCE, 7, **controls))
+    state = model.decoding_state(keras.ops.convert_to_tensor(SOURCE), 7)
+    previous, rows = np.ones((3,), "int32"), [[] for _ in SOURCE]
+    for index in range(7):
+        logits, state, _ = model.decoding_step(previous, state, index)
+        logits = np.asarray(never_reserved(logits))
+        for row, history in enumerate(rows):
+            if END_ID not in history:
+                controlled = numpy_controls(
+                    logits[row], history, END_ID, **controls
+                )
+                history.append(int(np.argmax(controlled)))
+        previous = np.array([history[-1] for history in rows], "int32")
+    expected = [row + [0] * (7 - len(row)) for row in rows]
+    np.testing.assert_array_equal(tokens, expected)
+    assert not np.array_equal(tokens, model.generate(SOURCE, 7))
+
+
+def test_controls_are_in_the_compile_cache_key(model):
+    model.generate(SOURCE, 5)
+    before = set(model._generate_functions)
+    for controls in (
+        {"bad_token_ids": [5, 7]},
+        {"bad_token_ids": (7, 5, 7)},  # the same set: reused
+        {"min_length": 2},
+        {"min_length": 2},
+        {"min_length": 3},
+        {"repetition_penalty": 1.2, "no_repeat_ngram_size": 2},
+    ):
+        model.generate(SOURCE, 5, **controls)
+    new = set(model._generate_functions) - before
+    assert {options for _, options, _ in new} == {
+        DecodingOptions(bad_token_ids=[5, 7]),
+        DecodingOptions(min_length=2),
+        DecodingOptions(min_length=3),
+        DecodingOptions(repetition_penalty=1.2, no_repeat_ngram_size=2),
+    }
+    if keras.config.backend() == "tensorflow":  # each traced once
+        for key in new:
+            function = model._generate_functions[key]
+            assert function.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("function", ["generate", "generate_function"])
+def test_bad_token_ids_beyond_the_vocabulary_fail_before_tracing(
+    model, function
+):
+    before = dict(getattr(model, "_generate_functions", {}))
+    with pytest.raises(ValueError, match="argument `bad_token_ids`.*< 10"):
+        getattr(model, function)(SOURCE, 4, bad_token_ids=[4, 10])
+    assert getattr(model, "_generate_functions", {}) == before
