@@ -167,6 +167,22 @@ def dtype_policy(dtype=None):
     return keras.dtype_policies.get(dtype)
 
 
+def cast_inputs(layer, *tensors):
+    """`tensors` (`None`s kept) with floats in `layer.compute_dtype`: Keras'
+    autocast, for the decoder layers that turn it off so that a float32
+    decoding state (a linear attention's sums) passes through them whole
+    under mixed precision."""
+    return tuple(
+        ops.cast(x, layer.compute_dtype)
+        if x is not None
+        and keras.backend.is_float_dtype(
+            keras.backend.standardize_dtype(x.dtype)
+        )
+        else x
+        for x in tensors
+    )
+
+
 def pack_outputs(*outputs):
     """The outputs that are not `None`: one value, or a tuple of them.
 

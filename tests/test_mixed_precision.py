@@ -46,6 +46,7 @@ FAMILY = {
         2, 8, kv_latent_dim=8, rotary_dim=4
     ),
     "differential": lambda: ka.DifferentialAttention(2, 4, chunk_size=4),
+    "linear_favor": lambda: ka.LinearAttention(2, 8, feature_map="favor"),
 }
 
 

@@ -6,6 +6,7 @@ import keras
 
 from keras_attention.layers.differential import DifferentialAttention
 from keras_attention.layers.latent import MultiHeadLatentAttention
+from keras_attention.layers.linear import LinearAttention
 from keras_attention.layers.multi_head import MultiHeadAttention
 
 # The self-attention a block can use, by name (cross-attention stays
@@ -14,6 +15,7 @@ ATTENTION_KINDS = {
     "multi_head": MultiHeadAttention,
     "latent": MultiHeadLatentAttention,
     "differential": DifferentialAttention,
+    "linear": LinearAttention,
 }
 
 
@@ -48,8 +50,13 @@ def self_attention_arguments(kind, key_dim, arguments):
     """The block's self-attention arguments for `kind`: `None`s dropped,
     `ValueError`s naming what the kind cannot take, and its defaults (a
     latent of `4 · key_dim`, DeepSeek-V2's ratio; a rotary part of half a
-    head when the positions are rotary)."""
+    head when the positions are rotary). A linear attention has no weights
+    to drop and its own O(T) causal pass: the block's `dropout` (still on
+    the residuals) and `chunk_size` are not passed to it."""
     arguments = {k: v for k, v in arguments.items() if v is not None}
+    if kind == "linear":
+        arguments.pop("dropout", None)
+        arguments.pop("chunk_size", None)
     if kind == "latent":
         for name in ("score", "num_key_value_heads"):
             if name in arguments:

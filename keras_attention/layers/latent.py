@@ -123,6 +123,8 @@ class MultiHeadLatentAttention(keras.layers.Layer):
         Mixture-of-Experts Language Model", section 2.1.
     """
 
+    scores_with_cache = True  # as `MultiHeadAttention`'s
+
     def __init__(
         self,
         num_heads,

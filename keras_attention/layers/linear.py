@@ -351,6 +351,8 @@ class LinearAttention(MultiHeadAttention):
         al., 2021, "Rethinking Attention with Performers".
     """
 
+    scores_with_cache = False
+
     def __init__(
         self,
         num_heads,

@@ -182,6 +182,10 @@ class MultiHeadAttention(keras.layers.Layer):
         Model Card" (learned sinks).
     """
 
+    # Whether a cached call can return attention weights (a recurrent
+    # state cannot: `LinearAttention`).
+    scores_with_cache = True
+
     def __init__(
         self,
         num_heads,

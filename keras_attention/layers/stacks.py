@@ -183,6 +183,11 @@ class TransformerDecoder(TransformerEncoder):
 
     block_class = TransformerDecoderBlock
 
+    def __init__(self, num_layers, **kwargs):
+        super().__init__(num_layers, **kwargs)
+        # As its blocks: the caches pass through as they are (no autocast).
+        self.autocast = False
+
     def build(self, inputs_shape, encoder_outputs_shape=None):
         for block in self.blocks:
             block.build(inputs_shape, encoder_outputs_shape)

@@ -388,7 +388,8 @@ class TransformerDecoderBlock(_Block):
 
     Returns:
         `(B, T, d)`; then if `return_attention_scores` a dict with
-        `"self_attention"` `(B, H, T, T')` and, with `encoder_outputs`,
+        `"self_attention"` `(B, H, T, T')` (`None` from a linear
+        attention's recurrent state) and, with `encoder_outputs`,
         `"cross_attention"` `(B, H, T, S)`; then the cache if one was passed.
 
     Examples:
@@ -400,6 +401,12 @@ class TransformerDecoderBlock(_Block):
     Reference:
         Vaswani et al., 2017, "Attention Is All You Need".
     """
+
+    def __init__(self, num_heads, intermediate_dim, **kwargs):
+        # No autocast of `cache` (a linear attention's float32 state would
+        # become float16 under mixed precision); `call` casts the inputs.
+        kwargs.setdefault("autocast", False)
+        super().__init__(num_heads, intermediate_dim, **kwargs)
 
     def build(self, inputs_shape, encoder_outputs_shape=None):
         utils.check_shape("inputs", inputs_shape, (None, None, None))
@@ -441,7 +448,14 @@ class TransformerDecoderBlock(_Block):
     ):
         self._check_encoder_outputs(encoder_outputs)
         self._check_call(inputs, mask, encoder_outputs, encoder_outputs_mask)
+        inputs, encoder_outputs, attention_bias = utils.cast_inputs(
+            self, inputs, encoder_outputs, attention_bias
+        )
         inputs = attention_ops.hide_unseen(inputs, mask)  # padding: no NaN
+        # A recurrent state (linear attention) keeps no keys to weigh.
+        self_scores = return_attention_scores and (
+            cache is None or self.self_attention.scores_with_cache
+        )
         x, extra = self._residual(
             inputs,
             lambda h: self.self_attention(
@@ -451,7 +465,7 @@ class TransformerDecoderBlock(_Block):
                 value_mask=None if cache is not None else mask,
                 attention_mask=attention_mask,
                 use_causal_mask=True,
-                return_attention_scores=return_attention_scores,
+                return_attention_scores=self_scores,
                 training=training,
                 cache=cache,
                 cache_update_index=cache_update_index,
@@ -461,8 +475,8 @@ class TransformerDecoderBlock(_Block):
             self.self_attention_norm,
             training,
         )
-        weights = {}
-        if return_attention_scores:
+        weights = {"self_attention": None}
+        if self_scores:
             weights["self_attention"], *extra = extra
         cache = extra[0] if cache is not None else None
         if encoder_outputs is not None:
@@ -535,9 +549,11 @@ class TransformerDecoderBlock(_Block):
         batch, length = inputs.shape[:2]
         weights = None
         if return_attention_scores:
-            self_weights = self.self_attention.compute_output_spec(
-                inputs, inputs, return_attention_scores=True, cache=cache
-            )[1]  # (B, H, T, T or T_max): as the layer's cache says
+            self_weights = None
+            if cache is None or self.self_attention.scores_with_cache:
+                self_weights = self.self_attention.compute_output_spec(
+                    inputs, inputs, return_attention_scores=True, cache=cache
+                )[1]  # (B, H, T, T or T_max): as the layer's cache says
             weights = {"self_attention": self_weights}
             if encoder_outputs is not None:
                 weights["cross_attention"] = keras.KerasTensor(

@@ -345,18 +345,26 @@ KINDS = {
     "multi_head": {"use_sinks": True, "qk_norm": "rms"},
     "latent": {"kv_latent_dim": 8, "rotary_dim": 2},
     "differential": None,
+    "linear": {"feature_map": "elu"},
+    "linear-favor": {"feature_map": "favor", "num_random_features": 16},
 }
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("name", sorted(KINDS))
 def test_every_attention_kind_generates_through_the_decoding_contract(
-    kind, tmp_path
+    name, tmp_path
 ):
-    model = small_transformer(attention=kind, attention_options=KINDS[kind])
+    kind = name.split("-")[0]
+    model = small_transformer(
+        attention=kind, attention_options=KINDS[name], dropout=0.1
+    )
     state = model.decoding_state(SOURCE, 6)
     caches = [tuple(c.shape) for c in state["cache"]]
     if kind == "latent":  # the latent cache, not keys and values
         assert caches == [(2, 6, 8 + 2)] * 2
+    elif kind == "linear":  # a state of fixed size (B, H, F, Dv + 1 [+ 1])
+        width = 8 + 1 + (name == "linear-favor")
+        assert caches == [(2, 2, caches[0][2], width)] * 2
     else:
         assert all(len(shape) == 5 for shape in caches)
     tokens = np.asarray(model.generate(SOURCE, 6))
@@ -374,6 +382,27 @@ def test_every_attention_kind_generates_through_the_decoding_contract(
     restored = keras.models.load_model(tmp_path / "m.keras")
     assert restored.get_config()["attention"] == kind
     np.testing.assert_array_equal(restored(inputs()), model(inputs()))
+
+
+def test_linear_decoding_state_stays_float32_under_mixed_precision():
+    # Keras' autocast would make the blocks' float32 sums float16.
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = small_transformer(attention="linear")
+        state = model.decoding_state(SOURCE, 4)
+        tokens = np.asarray(model.generate(SOURCE, 4))
+        _, state, _ = model.decoding_step(tokens[:, 0], state, 0)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    dtypes = {keras.backend.standardize_dtype(c.dtype) for c in state["cache"]}
+    assert dtypes == {"float32"}
+    target_in = np.concatenate([np.ones((2, 1), "int32"), tokens[:, :-1]], 1)
+    logits = np.array(model(inputs(target_in=target_in)), "float32")
+    logits[..., :2] = -np.inf
+    np.testing.assert_array_equal(
+        tokens, np.where(tokens > 0, logits.argmax(-1), 0)
+    )
 
 
 def test_differential_blocks_take_their_depth_as_layer_index(tmp_path):

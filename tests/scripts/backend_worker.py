@@ -53,6 +53,7 @@ def build():
             2, 4, kv_latent_dim=6, rotary_dim=2, chunk_size=3
         ),
         "differential": ka.DifferentialAttention(2, 2, chunk_size=3),
+        "linear": ka.LinearAttention(2, 2, feature_map="favor", seed=1),
     }
     for name, layer in family.items():
         parts[f"{name}_attention"] = keras.Model(
