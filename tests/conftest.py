@@ -5,6 +5,7 @@ Tests of TensorFlow-only modules (`text`, `export`, `training`,
 `tf.distribute`, SavedModel export) carry the `tensorflow_only` marker and
 are skipped, with that reason printed, on the other backends; so are the
 example scripts' quick runs (backend-neutral code, checked on TensorFlow).
+On JAX the session has eight virtual CPU devices, for the sharding tests.
 
 A session guard fails the run when a test writes into the repository:
 tests write to `tmp_path`, never to a relative path (a SavedModel written
@@ -13,6 +14,15 @@ to `"u"` once got committed at the root).
 
 import os
 import subprocess
+
+if os.environ.get("KERAS_BACKEND") == "jax":
+    # Eight virtual CPU devices for the sharding tests (tests/test_sharding.py
+    # runs keras.distribution on them); XLA reads the flag when JAX loads.
+    DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
+    if DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " " + DEVICES_FLAG
+        ).strip()
 import sys
 
 import keras
