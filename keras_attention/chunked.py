@@ -15,8 +15,11 @@ a' &= a \cdot \exp(m - m') + \sum_j p_j v_j,
 \end{aligned}
 $$
 
-and the output is $a / l$. The module has four parts:
+and the output is $a / l$. The module has five parts:
 
+- `online_start`, `online_update`, `online_finish`: the update above, on
+  its own (ring attention, `keras_attention.parallel`, folds in the key
+  blocks that reach a device with it);
 - `_forward`: the loop above over key blocks;
 - `_backward`: the gradient of the dot-product score, block by block,
   recomputing the weights from the saved $\log l$ (as FlashAttention does),
@@ -93,48 +96,80 @@ def _unbroadcast(gradient, shape):
     return gradient
 
 
+def online_start(row_shape, value_dim, sinks=None):
+    """The online softmax's empty state `(m, l, a)`, float32.
+
+    `m` and `l` are `row_shape` (`(..., Tq, 1)`), `a` `(..., Tq, Dv)`.
+    Sink logits `sinks` (broadcastable to `row_shape`) start the running
+    maximum and normaliser ($m = s$, $l = 1$) and add no value.
+    """
+    row_shape = tuple(row_shape)
+    if sinks is None:
+        maximum = ops.full(row_shape, mask_value("float32"), "float32")
+        total = ops.zeros(row_shape, "float32")
+    else:
+        maximum = ops.broadcast_to(ops.cast(sinks, "float32"), row_shape)
+        total = ops.ones(row_shape, "float32")
+    accumulated = ops.zeros(row_shape[:-1] + (value_dim,), "float32")
+    return maximum, total, accumulated
+
+
+def online_update(state, logits, mask, value):
+    """Fold one key block into the online softmax's state `(m, l, a)`.
+
+    Args:
+        state: `(m, l, a)` from `online_start` or a previous update.
+        logits: float32 `(..., Tq, c)` of the block.
+        mask: bool, broadcastable to `logits` (`None`: all visible).
+        value: `(..., c, Dv)`, the block's values.
+
+    Returns:
+        The new `(m, l, a)`.
+    """
+    maximum, total, accumulated = state
+    negative = mask_value("float32")
+    if mask is not None:
+        logits = ops.where(mask, logits, negative)
+    block_maximum = ops.max(
+        logits, axis=-1, keepdims=True, initial=negative
+    )  # (..., Tq, 1); `initial`: an empty batch is no error
+    new_maximum = ops.maximum(maximum, block_maximum)
+    weights = ops.exp(logits - new_maximum)
+    if mask is not None:
+        weights = ops.where(mask, weights, 0.0)
+    correction = ops.exp(maximum - new_maximum)
+    total = total * correction + ops.sum(weights, -1, keepdims=True)
+    update = ops.matmul(ops.cast(weights, value.dtype), value)
+    accumulated = accumulated * correction + ops.cast(update, "float32")
+    return new_maximum, total, accumulated  # accumulated (..., Tq, Dv)
+
+
+def online_finish(state):
+    """`(output a / l, log l + m)` of the online softmax's state; a query
+    that saw no key gets a zero output."""
+    maximum, total, accumulated = state
+    total = ops.where(ops.greater(total, 0.0), total, 1.0)  # 0: sees no key
+    return accumulated / total, maximum + ops.log(total)
+
+
 def _forward(query, values, block_logits, block_mask, num_chunks, sinks=None):
     """The online softmax over key blocks: `(output, log l + m)`, float32.
 
     `block_logits(index)` and `block_mask(index)` give the float32 logits
-    and the bool mask of key block `index`, both `(..., Tq, c)`-shaped.
-    Sink logits `sinks` (broadcastable to `(..., Tq, 1)`) start the running
-    maximum and normaliser ($m = s$, $l = 1$) and add no value.
+    and the bool mask of key block `index`, both `(..., Tq, c)`-shaped;
+    `sinks` as in `online_start`.
     """
-    negative = mask_value("float32")
 
-    def step(index, carry):
-        maximum, total, accumulated = carry
-        index = _in_order(index, total)
-        mask = block_mask(index)
-        logits = ops.where(mask, block_logits(index), negative)
-        block_maximum = ops.max(
-            logits, axis=-1, keepdims=True, initial=negative
-        )  # (..., Tq, 1); `initial`: an empty batch is no error
-        new_maximum = ops.maximum(maximum, block_maximum)
-        weights = ops.where(mask, ops.exp(logits - new_maximum), 0.0)
-        correction = ops.exp(maximum - new_maximum)
-        total = total * correction + ops.sum(weights, -1, keepdims=True)
+    def step(index, state):
+        index = _in_order(index, state[1])
         chunk_value = ops.take(values, index, axis=0)  # (..., c, Dv)
-        update = ops.matmul(ops.cast(weights, values.dtype), chunk_value)
-        accumulated = accumulated * correction + ops.cast(update, "float32")
-        return new_maximum, total, accumulated  # accumulated (..., Tq, Dv)
+        return online_update(
+            state, block_logits(index), block_mask(index), chunk_value
+        )
 
     row_shape = tuple(ops.shape(query)[:-1]) + (1,)
-    if sinks is None:
-        start = ops.full(row_shape, negative, "float32")
-        start_total = ops.zeros(row_shape, "float32")
-    else:
-        start = ops.broadcast_to(ops.cast(sinks, "float32"), row_shape)
-        start_total = ops.ones(row_shape, "float32")
-    init = (
-        start,
-        start_total,
-        ops.zeros(row_shape[:-1] + (values.shape[-1],), "float32"),
-    )
-    maximum, total, accumulated = utils.fori_loop(num_chunks, step, init)
-    total = ops.where(ops.greater(total, 0.0), total, 1.0)  # 0: sees no key
-    return accumulated / total, maximum + ops.log(total)
+    init = online_start(row_shape, values.shape[-1], sinks)
+    return online_finish(utils.fori_loop(num_chunks, step, init))
 
 
 def _backward(query, keys, values, block, output, log_total, upstream, n_bias):
@@ -418,8 +453,11 @@ def _attend(query, key, value, tensors, settings, offset, key_start):
     return ops.cast(output, value.dtype)
 
 
-def _key_range(settings, query_start, query_stop):
-    """`(low, high)`: the keys queries `[start, stop)` may see at most."""
+def key_range(settings, query_start, query_stop):
+    """`(low, high)`: the keys `[low, high)` that queries
+    `[query_start, query_stop)` may see at most (Python ints), from the
+    `use_causal_mask`, `sliding_window` and `mask_mod` of `settings`; the
+    ring (`keras_attention.parallel`) skips key blocks with it too."""
     low, high = 0, float("inf")
     ranges = []
     if settings.use_causal_mask:
@@ -448,7 +486,7 @@ def _query_blocks(query, key, settings, offset):
     chunk = settings.chunk_size
     # One query's visible keys: a local band (a window) wants small blocks,
     # a causal triangle a few large ones (fewer, lighter loops).
-    low, high = _key_range(settings, length // 2, length // 2 + 1)
+    low, high = key_range(settings, length // 2, length // 2 + 1)
     if high - low < length / 4:
         size = max(2 * chunk, high - low)
     else:
@@ -457,7 +495,7 @@ def _query_blocks(query, key, settings, offset):
     blocks = []
     for start in range(0, length, size):
         stop = min(start + size, length)
-        low, high = _key_range(settings, offset + start, offset + stop)
+        low, high = key_range(settings, offset + start, offset + stop)
         blocks.append(
             (start, stop, min(low, key_length), min(high, key_length))
         )

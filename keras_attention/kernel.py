@@ -84,6 +84,29 @@ def dot_product_scale(score, dim, scale=1.0):
     return None if own is None else own * scale
 
 
+def score_function(query, score=None, scale=1.0):
+    """`(query, raw)`: the queries the scores read, and `raw(query, key)`,
+    their `(..., Tq, Tk)` scores times `scale`.
+
+    A dot-product score (`dot_product_scale`) scales the queries once,
+    O(T·D) instead of O(T²) (then `raw` is the plain dot product); any
+    other score is called and its scores multiplied by `scale`.
+    """
+    dot_scale = dot_product_scale(score, query.shape[-1], scale)
+    if dot_scale is not None:
+        if dot_scale != 1.0:
+            query = query * ops.cast(dot_scale, query.dtype)
+        return query, scores.dot_logits
+
+    def raw(query, key):
+        logits = score(query, key)
+        if scale not in (None, 1.0):
+            logits = logits * ops.cast(scale, logits.dtype)
+        return logits
+
+    return query, raw
+
+
 def attention(
     query,
     key,
@@ -177,10 +200,9 @@ def attention(
     if allow_fused and not (exact or chunk_size or sinks is not None):
         if _fusable(query, key, value, dot_scale, score_mod):
             return _fused(query, key, value, dot_scale, spec), None
+    query, raw_scores = score_function(query, score, scale)
     if dot_scale is not None:
-        if dot_scale != 1.0:  # on the queries: O(T·D), not O(T²)
-            query = query * ops.cast(dot_scale, query.dtype)
-        score = scale = None
+        score = None
     if chunk_size and not exact:
         output = chunked.chunked_attention(
             query, key, value, chunk_size, score, *spec.masks,
@@ -189,9 +211,7 @@ def attention(
             context=spec.context, sinks=sinks,
         )  # fmt: skip
         return output, None
-    raw = scores.dot_logits(query, key) if score is None else score(query, key)
-    if scale not in (None, 1.0):
-        raw = raw * ops.cast(scale, raw.dtype)
+    raw = raw_scores(query, key)
     mask = spec.mask(ops.shape(query)[-2], ops.shape(key)[-2], len(raw.shape))
     output, weights = attention_ops.attend(
         spec.logits(raw), value, mask, dropout if use_dropout else None,
