@@ -5,7 +5,6 @@ import math
 import keras
 from keras import ops
 
-from keras_attention import kernel
 from keras_attention import ops as attention_ops
 from keras_attention import scores
 from keras_attention import utils
@@ -166,8 +165,8 @@ class DifferentialAttention(MultiHeadAttention):
         subtracted, then the per-head RMS norm."""
         query_1, query_2 = ops.split(query, 2, axis=-1)
         key_1, key_2 = ops.split(key, 2, axis=-1)
-        output_1, weights_1 = kernel.attention(query_1, key_1, value, **options)
-        output_2, weights_2 = kernel.attention(query_2, key_2, value, **options)
+        output_1, weights_1 = self._attention(query_1, key_1, value, **options)
+        output_2, weights_2 = self._attention(query_2, key_2, value, **options)
         lambda_ = self.lambda_value()
         output = ops.cast(output_1, "float32") - lambda_ * ops.cast(
             output_2, "float32"

@@ -55,6 +55,7 @@ _FIXED = {
     "use_sinks": False,
     "qk_norm": None,
     "attention_axes": None,
+    "sequence_parallel": None,
 }
 
 

@@ -3,9 +3,9 @@
 import keras
 from keras import ops
 
-from keras_attention import kernel
 from keras_attention import mods
 from keras_attention import ops as attention_ops
+from keras_attention import parallel
 from keras_attention import scores
 from keras_attention import utils
 from keras_attention.layers import cache as caches
@@ -136,6 +136,16 @@ class MultiHeadAttention(keras.layers.Layer):
             (gpt-oss): a query may give its mass to no key, so the returned
             weights' rows sum below 1. PyTorch's fused kernel has no sink,
             so the other paths run there. Defaults to `False`.
+        sequence_parallel: optional name of a device mesh axis, e.g.
+            `"sequence"`. While a `keras.distribution` whose device mesh
+            has that axis is active on JAX, attention runs as ring
+            attention (`keras_attention.parallel`): the sequence is split
+            over the axis, each device keeps its query block and the
+            key/value blocks go around the ring; outputs and gradients
+            equal ordinary attention. Returned scores and cached decoding
+            run as ordinary attention; dropout > 0 while training is a
+            `ValueError`. Otherwise (no such distribution, TensorFlow,
+            PyTorch) it is ordinary attention. Defaults to `None`.
 
     Call arguments:
         query: `(B, Tq, dq)`.
@@ -179,7 +189,8 @@ class MultiHeadAttention(keras.layers.Layer):
         Memory"; Gemma Team, 2025, "Gemma 3 Technical Report" (QK-norm);
         Xiao et al., 2024, "Efficient Streaming Language Models with
         Attention Sinks", and OpenAI, 2025, "gpt-oss-120b & gpt-oss-20b
-        Model Card" (learned sinks).
+        Model Card" (learned sinks); Liu et al., 2023, "Ring Attention with
+        Blockwise Transformers for Near-Infinite Context".
     """
 
     # Whether a cached call can return attention weights (a recurrent
@@ -214,9 +225,11 @@ class MultiHeadAttention(keras.layers.Layer):
         mask_mod=None,
         qk_norm=None,
         use_sinks=False,
+        sequence_parallel=None,
         **kwargs,
     ):
         utils.check_choice("qk_norm", qk_norm, (None, "rms"))
+        parallel.check_axis_name("sequence_parallel", sequence_parallel)
         utils.check_choice("use_sinks", use_sinks, (True, False))
         _check_arguments(
             num_heads, key_dim, dropout, rotary_max_wavelength,
@@ -257,6 +270,7 @@ class MultiHeadAttention(keras.layers.Layer):
         self.mask_mod = mods.get(mask_mod, mods.MaskMod)
         self.qk_norm = qk_norm
         self.use_sinks = use_sinks
+        self.sequence_parallel = sequence_parallel
         self._dropout_layer = Dropout(
             dropout, seed=seed, dtype=self.dtype_policy
         )
@@ -467,7 +481,15 @@ class MultiHeadAttention(keras.layers.Layer):
         Returns:
             `(output (B', *heads, Tq, Dv), weights or None, cache)`.
         """
-        return (*kernel.attention(query, key, value, **options), cache)
+        return (*self._attention(query, key, value, **options), cache)
+
+    def _attention(self, query, key, value, **options):
+        """`kernel.attention`, or ring attention over the mesh axis
+        `sequence_parallel` names while a `keras.distribution` with that
+        axis is active on JAX (`keras_attention.parallel.attention`)."""
+        return parallel.attention(
+            query, key, value, self.sequence_parallel, **options
+        )
 
     def call(
         self,
@@ -592,5 +614,6 @@ class MultiHeadAttention(keras.layers.Layer):
             mask_mod=mods.serialize(self.mask_mod),
             qk_norm=self.qk_norm,
             use_sinks=self.use_sinks,
+            sequence_parallel=self.sequence_parallel,
         )
         return config
