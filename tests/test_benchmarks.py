@@ -12,7 +12,7 @@ import sys
 import pytest
 
 # The scripts time TensorFlow (`backends.py` starts the other backends in
-# processes of its own).
+# processes of its own; `sharding.py` runs itself on JAX).
 pytestmark = pytest.mark.tensorflow_only
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -27,6 +27,7 @@ EXPECTED_KEYS = {
     "distributed": "overhead_ratio",
     "real_translation": "seq2seq",
     "attention_family": "overhead",
+    "sharding": "logits_ratio_at_max_T",  # JAX, 8 virtual devices
 }
 
 
