@@ -121,32 +121,38 @@ def test_ring_equals_ordinary_attention_outputs_and_gradients(case):
     trainable = [v.value for v in layer.trainable_variables]
     expected = value_and_gradients(layer, x, call_kwargs)(trainable, x)
     with distribution(shape, names).scope():
-        function = value_and_gradients(layer, x, call_kwargs)
-        result = function(trainable, x)
-        program = function.lower(trainable, x).as_text()
+        lowered = value_and_gradients(layer, x, call_kwargs).lower(trainable, x)
+    program = lowered.as_text()
+    result = lowered.compile()(trainable, x)
     assert "collective_permute" in program  # the key/value blocks' ring
     for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(expected)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
 
 @on_jax
-def test_ring_runs_under_the_distribution_only():
+def test_ring_runs_under_the_distribution_only_self_and_cross():
     x = normal(4, T, 8)
     layer = MultiHeadAttention(2, 4, sequence_parallel="sequence")
     layer(x, x)  # build (no weights made inside a trace)
 
-    def causal(x):
-        return layer(x, x, use_causal_mask=True)
+    memory = normal(4, 20, 8)  # cross-attention: 12 queries, 20 keys
+
+    def self_and_cross(x, memory):
+        return (
+            layer(x, x, use_causal_mask=True),
+            layer(x[:, :12], memory, key_mask=padding(4, 20, (20, 9, 15, 1))),
+        )
 
     with mock.patch.object(
         parallel, "ring_attention", wraps=parallel.ring_attention
     ) as ring:
-        expected = jitted(causal, x)
+        expected = jitted(self_and_cross, x, memory)
         assert ring.call_count == 0
         with distribution().scope():
-            output = jitted(causal, x)
-        assert ring.call_count == 1
-    np.testing.assert_allclose(output, expected, atol=1e-5)
+            output = jitted(self_and_cross, x, memory)
+        assert ring.call_count == 2
+    for a, b in zip(output, expected):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_causal_ring_skips_the_blocks_above_the_diagonal():
