@@ -84,7 +84,7 @@ class DifferentialAttention(MultiHeadAttention):
         >>> tuple(output.shape), tuple(weights.shape)
         ((1, 5, 16), (1, 2, 5, 5))
         >>> round(layer.lambda_init, 4)
-        0.5293
+        0.4707
 
     Reference:
         Ye et al., 2024, "Differential Transformer" (ICLR 2025).

@@ -202,7 +202,9 @@ def causal_product(a, b, c, chunk_size=None):
     def product(a, b, c):
         # Nothing inside is recorded for autodiff (TensorFlow's eager tape
         # would keep every block alive): the gradient is `grad`'s.
-        a, b, c = (ops.stop_gradient(x) for x in (a, b, c))
+        a, b, c = (
+            ops.stop_gradient(ops.convert_to_tensor(x)) for x in (a, b, c)
+        )
 
         def grad(*args, upstream=None):
             # TensorFlow and JAX pass the upstream gradient alone, PyTorch

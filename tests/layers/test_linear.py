@@ -90,7 +90,7 @@ def decode(layer, x, prefill, **call_kwargs):
             x[:, start:stop], x[:, start:stop], use_causal_mask=True,
             cache=cache, cache_update_index=start, **call_kwargs,
         )  # fmt: skip
-        outputs.append(np.asarray(out))
+        outputs.append(np.asarray(ops.cast(out, "float32")))
     return np.concatenate(outputs, 1), cache
 
 
@@ -339,6 +339,7 @@ def test_favor_approximates_softmax_attention_better_with_more_features():
     x = normal(2, 16, WIDTH, scale=0.5)
     softmax = MultiHeadAttention(H, 8)
     _, expected = softmax(x, x, return_attention_scores=True)
+    expected = np.asarray(expected)
     errors = []
     for count in (8, 64, 512):
         error = 0.0
@@ -350,7 +351,8 @@ def test_favor_approximates_softmax_attention_better_with_more_features():
                 weights = getattr(softmax, f"{name}_dense").get_weights()
                 getattr(layer, f"{name}_dense").set_weights(weights)
             _, approximate = layer(x, x, return_attention_scores=True)
-            error += np.abs(np.asarray(approximate) - expected).mean() / 4
+            approximate = np.asarray(approximate)
+            error += np.abs(approximate - expected).mean() / 4
         errors.append(error)
     assert errors[0] > 1.5 * errors[1] and errors[1] > 1.5 * errors[2]
     assert errors[2] < 0.1 * np.mean(expected), errors  # 1/16 on average
