@@ -7,9 +7,12 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_STAMP := $(VENV)/.torch-stamp
 PYTEST := $(BIN)/python -m pytest -q -n 2
 PYTEST_ARGS ?=
+# Not in `make test` (nor CI): the benchmark scripts' --quick smoke runs,
+# `make bench-quick` (about 10 minutes).
+SKIP := --ignore=tests/test_benchmarks.py
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install install-torch demo test test-jax test-torch lint docs bench package clean
+.PHONY: install install-torch demo test test-jax test-torch lint docs bench bench-quick package clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,20 +39,30 @@ lint: install
 	$(BIN)/ruff format --check .
 
 # TensorFlow (the default backend: the whole suite and the doctests), then
-# the backend-sensitive suite on JAX.
+# the JAX-specific tests.
 test: lint
 	$(BIN)/mkdocs build --strict --quiet --site-dir site
-	$(PYTEST) $(PYTEST_ARGS)
+	$(PYTEST) $(SKIP) $(PYTEST_ARGS)
 	$(MAKE) test-jax
 
-test-jax: install
-	KERAS_BACKEND=jax $(PYTEST) tests $(PYTEST_ARGS)
+# On JAX, what only JAX runs or compiles its own way: keras.distribution and
+# ring attention on 8 virtual devices, the kernel's paths, keras-hub's cache
+# contract and jitted generation. Its outputs equal TensorFlow's on every
+# layer and model (tests/test_cross_backend.py); PyTorch runs the whole
+# suite. `KERAS_BACKEND=jax .venv/bin/python -m pytest tests` runs it all.
+JAX_TESTS := tests/test_sharding.py tests/test_ring_attention.py \
+	tests/test_kernel.py tests/layers/test_decoding_contract.py \
+	tests/models/test_generation.py::test_generate_equals_its_uncompiled_function \
+	tests/models/test_generation.py::test_one_compiled_function_serves_every_batch_and_source_length
 
-# PyTorch: its suite, then the cross-backend test (driven from TensorFlow)
-# with every backend installed.
+test-jax: install
+	KERAS_BACKEND=jax $(PYTEST) $(JAX_TESTS) $(PYTEST_ARGS)
+
+# PyTorch: its suite, then the cross-backend test's PyTorch half (driven
+# from TensorFlow; `make test` ran its JAX half).
 test-torch: install-torch
-	KERAS_BACKEND=torch $(PYTEST) tests $(PYTEST_ARGS)
-	$(PYTEST) tests/test_cross_backend.py
+	KERAS_BACKEND=torch $(PYTEST) tests $(SKIP) $(PYTEST_ARGS)
+	$(PYTEST) tests/test_cross_backend.py -k torch
 
 docs: install
 	$(BIN)/mkdocs build --strict --site-dir site
@@ -67,6 +80,9 @@ package: install
 
 bench: install
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+bench-quick: install
+	$(PYTEST) tests/test_benchmarks.py
 
 clean:
 	rm -rf $(VENV) $(WHEEL_VENV) dist site out .pytest_cache .hypothesis *.egg-info

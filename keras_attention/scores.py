@@ -215,6 +215,7 @@ class ScaledDot(Score):
         return 1.0 / math.sqrt(dim) if self.scale is None else self.scale
 
     def call(self, query, key):
+        query = ops.convert_to_tensor(query)  # also via `score_projected`
         scale = self.dot_product_scale(query.shape[-1])
         query = query * ops.cast(scale, query.dtype)  # O(T·D), not O(T²)
         return dot_logits(query, key)  # (..., Tq, Tk)

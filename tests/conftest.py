@@ -4,7 +4,9 @@ The suite runs on `KERAS_BACKEND=tensorflow` (default), `jax` and `torch`.
 Tests of TensorFlow-only modules (`text`, `export`, `training`,
 `tf.distribute`, SavedModel export) carry the `tensorflow_only` marker and
 are skipped, with that reason printed, on the other backends; so are the
-example scripts' quick runs (backend-neutral code, checked on TensorFlow).
+example scripts' quick runs and the files marked `backend_neutral`
+(argument checks, datasets, plots, code size: Python that calls no backend
+op whose result could differ), checked once, on TensorFlow.
 On JAX the session has eight virtual CPU devices, for the sharding tests.
 
 A session guard fails the run when a test writes into the repository:
@@ -49,6 +51,11 @@ def pytest_configure(config):
         "tensorflow_only: needs the TensorFlow backend (TF-only module, "
         "tf.distribute or SavedModel export); skipped on the others",
     )
+    config.addinivalue_line(
+        "markers",
+        "backend_neutral: no backend op whose result could differ; run on "
+        "TensorFlow only",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,9 +68,15 @@ def pytest_collection_modifyitems(config, items):
         reason="examples run in the TensorFlow job: the same keras.ops code, "
         "with quick-run accuracy bounds set for TensorFlow's initial weights"
     )
+    neutral = pytest.mark.skip(
+        reason="backend-neutral (argument checks, data, plots): checked on "
+        "TensorFlow"
+    )
     for item in items:
         if "tensorflow_only" in item.keywords:
             item.add_marker(tensorflow_only)
+        elif "backend_neutral" in item.keywords:
+            item.add_marker(neutral)
         elif "/tests/examples/" in str(item.path):
             item.add_marker(example)
 

@@ -6,6 +6,8 @@ import pytest
 
 from keras_attention.callbacks import TimeLimit
 
+pytestmark = pytest.mark.backend_neutral  # see conftest.py
+
 PAUSE = 0.05  # seconds slept in each epoch's one batch: epochs of known length
 
 

@@ -13,6 +13,8 @@ import tokenize
 
 import pytest
 
+pytestmark = pytest.mark.backend_neutral  # see conftest.py
+
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_attention"
 BARS = {"module": 400, "class": 300, "function": 60}
 SKIPPED = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,

@@ -3,8 +3,11 @@
 import datetime
 
 import numpy as np
+import pytest
 
 from keras_attention.datasets import dates
+
+pytestmark = pytest.mark.backend_neutral  # see conftest.py
 
 
 def test_generate_is_seeded():

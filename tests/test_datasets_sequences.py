@@ -7,6 +7,8 @@ from keras_attention.datasets import copy_reverse
 from keras_attention.datasets import sorting
 from keras_attention.datasets.sequences import to_symbols
 
+pytestmark = pytest.mark.backend_neutral  # see conftest.py
+
 
 def test_sorting_targets_are_the_sorted_sources():
     data = sorting(50, min_length=2, max_length=7, seed=3)

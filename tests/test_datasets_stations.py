@@ -4,6 +4,8 @@ import pytest
 from keras_attention.datasets.stations import weather_field
 from keras_attention.datasets.stations import weather_stations
 
+pytestmark = pytest.mark.backend_neutral  # see conftest.py
+
 
 def test_weather_stations_is_seeded_and_shaped():
     a = weather_stations(num_stations=7, num_queries=11, seed=3)

@@ -3,6 +3,8 @@ import pytest
 from keras_attention.datasets import load_tsv_pairs
 from keras_attention.datasets import toy_translation
 
+pytestmark = pytest.mark.backend_neutral  # see conftest.py
+
 
 def test_toy_translation_is_seeded_and_distinct():
     a = toy_translation(2000, seed=4)

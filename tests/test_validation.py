@@ -15,6 +15,8 @@ from keras_attention.models import Seq2Seq
 from keras_attention.models import Transformer
 from keras_attention.models import TransformerClassifier
 
+pytestmark = pytest.mark.backend_neutral  # see conftest.py
+
 rng = np.random.default_rng(3)
 Q = rng.normal(size=(2, 5, 6)).astype("float32")
 V = rng.normal(size=(2, 7, 6)).astype("float32")

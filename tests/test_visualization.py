@@ -8,6 +8,8 @@ import pytest  # noqa: E402
 
 from keras_attention import visualization  # noqa: E402
 
+pytestmark = pytest.mark.backend_neutral  # see conftest.py
+
 SOURCE = ["he", "hit", "me", "with", "a", "pie"]
 TARGET = ["il", "a", "m'", "entarté"]
 

@@ -31,6 +31,10 @@ class Crash(keras.callbacks.Callback):
             raise RuntimeError("simulated preemption")
 
 
+@pytest.mark.skipif(
+    keras.config.backend() == "tensorflow",
+    reason="on TensorFlow, the SIGKILL version in tests/test_training.py",
+)
 def test_fit_with_dropout_resumes_to_the_uninterrupted_weights(tmp_path):
     inputs, targets = pair_data()
     fit = dict(batch_size=16, epochs=3, shuffle=False, verbose=0)
