@@ -47,13 +47,25 @@ test: lint
 
 # On JAX, what only JAX runs or compiles its own way: keras.distribution and
 # ring attention on 8 virtual devices, the kernel's paths, keras-hub's cache
-# contract and jitted generation. Its outputs equal TensorFlow's on every
-# layer and model (tests/test_cross_backend.py); PyTorch runs the whole
-# suite. `KERAS_BACKEND=jax .venv/bin/python -m pytest tests` runs it all.
+# contract, jitted generation, and each kind of the attention family against
+# its NumPy formula and cached == full. Its outputs equal TensorFlow's on
+# every layer and model (tests/test_cross_backend.py); PyTorch runs the
+# whole suite. `KERAS_BACKEND=jax .venv/bin/python -m pytest tests` runs all.
+GENERATION := tests/models/test_generation.py
+FAMILY := tests/layers/test_sinks_qk_norm.py::test_sinks_equal_numpy_and_rows_sum_below_one \
+	tests/layers/test_sinks_qk_norm.py::test_qk_norm_equals_numpy \
+	tests/layers/test_sinks_qk_norm.py::test_cached_decoding_equals_full_pass \
+	tests/layers/test_latent.py::test_full_pass_equals_the_paper \
+	tests/layers/test_latent.py::test_absorbed_latent_decoding_equals_full_pass \
+	tests/layers/test_differential.py::test_equals_the_paper_formula_with_masks \
+	tests/layers/test_differential.py::test_cached_decoding_equals_full_pass \
+	tests/layers/test_linear.py::test_equals_the_numpy_formula_with_padding \
+	tests/layers/test_linear.py::test_cached_decoding_equals_the_full_causal_pass
 JAX_TESTS := tests/test_sharding.py tests/test_ring_attention.py \
 	tests/test_kernel.py tests/layers/test_decoding_contract.py \
-	tests/models/test_generation.py::test_generate_equals_its_uncompiled_function \
-	tests/models/test_generation.py::test_one_compiled_function_serves_every_batch_and_source_length
+	$(GENERATION)::test_generate_equals_its_uncompiled_function \
+	$(GENERATION)::test_one_compiled_function_serves_every_batch_and_source_length \
+	$(FAMILY)
 
 test-jax: install
 	KERAS_BACKEND=jax $(PYTEST) $(JAX_TESTS) $(PYTEST_ARGS)

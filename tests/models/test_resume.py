@@ -2,8 +2,9 @@
 
 The dropout seed state is saved with the weights (`layers.Dropout`), so a
 run that crashes after epoch 1 and is resumed by a fresh model ends with
-the weights of an uninterrupted run. (The SIGKILL version of this test, in
-fresh processes, is in `tests/test_training.py`.)
+the weights of an uninterrupted run. (A SIGKILL version, for the custom
+training loop `training.train` in fresh processes, is in
+`tests/test_training.py`.)
 """
 
 import keras
@@ -31,10 +32,6 @@ class Crash(keras.callbacks.Callback):
             raise RuntimeError("simulated preemption")
 
 
-@pytest.mark.skipif(
-    keras.config.backend() == "tensorflow",
-    reason="on TensorFlow, the SIGKILL version in tests/test_training.py",
-)
 def test_fit_with_dropout_resumes_to_the_uninterrupted_weights(tmp_path):
     inputs, targets = pair_data()
     fit = dict(batch_size=16, epochs=3, shuffle=False, verbose=0)
