@@ -5,12 +5,7 @@ import pytest
 import keras_attention as ka
 from tests.scripts.small_model import DATA
 from tests.scripts.small_model import MODELS
-
-
-def as_float32(x):
-    """A half-precision output as float32 NumPy (PyTorch's bfloat16 has no
-    NumPy dtype: cast before converting)."""
-    return keras.ops.convert_to_numpy(keras.ops.cast(x, "float32"))
+from tests.testing import as_float32
 
 
 @pytest.fixture

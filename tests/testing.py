@@ -13,6 +13,12 @@ def _to_numpy(x):
     return keras.tree.map_structure(lambda t: np.asarray(t), x)
 
 
+def as_float32(x):
+    """A (possibly half-precision) tensor as float32 NumPy; PyTorch's bfloat16
+    has no NumPy dtype, so cast before converting."""
+    return keras.ops.convert_to_numpy(keras.ops.cast(x, "float32"))
+
+
 def _first(x):
     return x[0] if isinstance(x, (tuple, list)) else x
 

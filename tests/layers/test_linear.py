@@ -8,6 +8,7 @@ from keras import ops
 from keras_attention.layers import MultiHeadAttention
 from keras_attention.layers import linear
 from keras_attention.layers.linear import LinearAttention
+from tests.testing import as_float32
 from tests.testing import check_layer
 from tests.testing import compiled
 from tests.testing import gradients
@@ -90,7 +91,7 @@ def decode(layer, x, prefill, **call_kwargs):
             x[:, start:stop], x[:, start:stop], use_causal_mask=True,
             cache=cache, cache_update_index=start, **call_kwargs,
         )  # fmt: skip
-        outputs.append(np.asarray(ops.cast(out, "float32")))
+        outputs.append(as_float32(out))
     return np.concatenate(outputs, 1), cache
 
 
@@ -465,7 +466,7 @@ def test_mixed_precision_is_finite_with_large_inputs(policy, feature_map):
         out = layer(large, large, use_causal_mask=causal,
                     value_mask=PADDING)  # fmt: skip
         assert keras.backend.standardize_dtype(out.dtype) != "float32"
-        assert np.all(np.isfinite(np.asarray(ops.cast(out, "float32"))))
+        assert np.all(np.isfinite(as_float32(out)))
     steps, cache = decode(layer, large, 2)  # the float32 state, stepwise
     assert np.all(np.isfinite(np.asarray(steps, "float32")))
     assert keras.backend.standardize_dtype(cache.dtype) == "float32"
