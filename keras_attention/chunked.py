@@ -84,18 +84,6 @@ def _split_chunks(x, axis, num_chunks, chunk_size, pad_value=0):
     return ops.moveaxis(ops.reshape(x, shape), axis, 0)  # (n, ..., c, ...)
 
 
-def _unbroadcast(gradient, shape):
-    """Sum `gradient` over the axes where the (static) `shape` is 1."""
-    axes = [
-        axis
-        for axis, size in enumerate(shape)
-        if size == 1 and gradient.shape[axis] != 1
-    ]
-    if axes:
-        gradient = ops.sum(gradient, axis=axes, keepdims=True)
-    return gradient
-
-
 def online_start(row_shape, value_dim, sinks=None):
     """The online softmax's empty state `(m, l, a)`, float32.
 
@@ -200,14 +188,18 @@ def _backward(query, keys, values, block, output, log_total, upstream, n_bias):
         start = [index] + [0] * (len(keys.shape) - 1)
         d_key = ops.matmul(ops.swapaxes(d_raw, -1, -2), query_32)
         d_keys = ops.slice_update(
-            d_keys, start, _unbroadcast(d_key, keys.shape[1:])[None]
+            d_keys,
+            start,
+            attention_ops.unbroadcast(d_key, keys.shape[1:])[None],
         )
         d_value = ops.matmul(ops.swapaxes(p, -1, -2), d_output)
         d_values = ops.slice_update(
-            d_values, start, _unbroadcast(d_value, values.shape[1:])[None]
+            d_values,
+            start,
+            attention_ops.unbroadcast(d_value, values.shape[1:])[None],
         )
         if n_bias:
-            d_bias = _unbroadcast(d_logits, block.bias_shape)[None]
+            d_bias = attention_ops.unbroadcast(d_logits, block.bias_shape)[None]
             start = [index] + [0] * len(block.bias_shape)
             d_biases = ops.slice_update(d_biases, start, d_bias)
         d_weights = [a + b for a, b in zip(d_weights, d_mod)]
@@ -296,7 +288,7 @@ def _sinks_gradient(sinks, log_total, upstream, output):
     d_output = ops.cast(upstream, "float32")
     delta = ops.sum(d_output * output, axis=-1, keepdims=True)
     weight = ops.exp(ops.cast(sinks, "float32") - log_total)
-    return _unbroadcast(-weight * delta, sinks.shape)
+    return attention_ops.unbroadcast(-weight * delta, sinks.shape)
 
 
 def _split_keys(x, key_length, num_chunks, chunk_size, pad_value):
