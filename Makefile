@@ -51,18 +51,27 @@ test: lint
 # its NumPy formula and cached == full. Its outputs equal TensorFlow's on
 # every layer and model (tests/test_cross_backend.py); PyTorch runs the
 # whole suite. `KERAS_BACKEND=jax .venv/bin/python -m pytest tests` runs all.
+# One case of each cached-decoding test (the one with the most paths in it):
+# TensorFlow and PyTorch run every case, and the layers' math is the same
+# keras.ops code on every backend.
 GENERATION := tests/models/test_generation.py
+CONTRACT := tests/layers/test_decoding_contract.py
 FAMILY := tests/layers/test_sinks_qk_norm.py::test_sinks_equal_numpy_and_rows_sum_below_one \
 	tests/layers/test_sinks_qk_norm.py::test_qk_norm_equals_numpy \
-	tests/layers/test_sinks_qk_norm.py::test_cached_decoding_equals_full_pass \
+	'tests/layers/test_sinks_qk_norm.py::test_cached_decoding_equals_full_pass[kwargs2]' \
 	tests/layers/test_latent.py::test_full_pass_equals_the_paper \
-	tests/layers/test_latent.py::test_absorbed_latent_decoding_equals_full_pass \
+	'tests/layers/test_latent.py::test_absorbed_latent_decoding_equals_full_pass[chunked]' \
 	tests/layers/test_differential.py::test_equals_the_paper_formula_with_masks \
-	tests/layers/test_differential.py::test_cached_decoding_equals_full_pass \
+	'tests/layers/test_differential.py::test_cached_decoding_equals_full_pass[kwargs2]' \
 	tests/layers/test_linear.py::test_equals_the_numpy_formula_with_padding \
-	tests/layers/test_linear.py::test_cached_decoding_equals_the_full_causal_pass
+	'tests/layers/test_linear.py::test_cached_decoding_equals_the_full_causal_pass[favor-kwargs1]'
 JAX_TESTS := tests/test_sharding.py tests/test_ring_attention.py \
-	tests/test_kernel.py tests/layers/test_decoding_contract.py \
+	tests/test_kernel.py \
+	'$(CONTRACT)::test_keras_hub_mask_over_the_whole_cache_equals_full_pass[alibi-2]' \
+	'$(CONTRACT)::test_keras_hub_mask_over_the_whole_cache_equals_full_pass[gqa-None]' \
+	'$(CONTRACT)::test_contract_prefill_then_steps_equals_full_pass[window-2]' \
+	$(CONTRACT)::test_keras_hub_cached_layer_parity_with_padding \
+	$(CONTRACT)::test_mask_shorter_than_the_cache_is_refused_naming_attention_mask \
 	$(GENERATION)::test_generate_equals_its_uncompiled_function \
 	$(GENERATION)::test_one_compiled_function_serves_every_batch_and_source_length \
 	$(FAMILY)
