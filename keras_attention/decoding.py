@@ -331,7 +331,7 @@ def greedy_search(
     )
 
     def choose(logits, index):
-        return ops.argmax(logits, axis=-1)
+        return utils.argmax(logits)
 
     return _decode(
         choose,
@@ -517,7 +517,7 @@ def sample(
         logits = filter_logits(logits / temperature, top_k, top_p)
         noise = _uniform(seed, index, ops.shape(logits))
         gumbel = -ops.log(-ops.log(noise))  # argmax(l + g) ~ softmax(l)
-        return ops.argmax(logits + gumbel, axis=-1)
+        return utils.argmax(logits + gumbel)
 
     return _decode(
         choose,

@@ -221,6 +221,21 @@ def fori_loop(length, body, init):
     return ops.fori_loop(0, length, body, init)
 
 
+def argmax(x):
+    """Index of the largest value on the last axis (the first on a tie).
+
+    `max`, `equal`, `where` and `min` rather than `ops.argmax`: keras's
+    TensorFlow `argmax` lowers to bitwise ops (its negative-zero fix) that
+    LiteRT has no builtin for, and this converts everywhere
+    (`keras_attention.export.export_generator`).
+    """
+    x = ops.convert_to_tensor(x)
+    size = ops.shape(x)[-1]
+    best = ops.equal(x, ops.max(x, axis=-1, keepdims=True))
+    index = ops.min(ops.where(best, ops.arange(size, dtype="int32"), size), -1)
+    return ops.minimum(index, size - 1)  # a NaN row: the last index
+
+
 def prefers_fused_attention():
     """Whether the backend's fused `ops.dot_product_attention` is faster.
 

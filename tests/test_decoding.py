@@ -7,6 +7,7 @@ import pytest
 from keras import ops
 
 from keras_attention import decoding
+from keras_attention import utils
 from keras_attention.constants import mask_value
 from keras_attention.models.generation import DecodingOptions
 from tests.testing import compiled
@@ -614,3 +615,14 @@ def test_bad_token_ids_beyond_the_vocabulary_name_the_argument(method):
         getattr(decoding, method)(
             table_step, state, start, 3, END, bad_token_ids=[2, 7]
         )
+
+
+def test_argmax_is_numpy_argmax_first_on_ties():
+    """The converter-friendly argmax of greedy and sampling: NumPy's,
+    ties included (the first index wins)."""
+    rng = np.random.default_rng(0)
+    logits = rng.integers(-3, 3, (50, 7)).astype("float32")  # many ties
+    logits[0] = 1.0  # all tied
+    got = np.asarray(utils.argmax(logits))
+    np.testing.assert_array_equal(got, np.argmax(logits, axis=-1))
+    assert got.dtype == np.int32
