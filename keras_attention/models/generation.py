@@ -156,12 +156,38 @@ def never_reserved(logits):
     return ops.where(reserved, mask_value(), logits)
 
 
+def _bucket(size, low=1, limit=None):
+    """The next power of two `>= size` (at least `low`), at most `limit`."""
+    bucket = max(low, 1 << (int(size) - 1).bit_length())
+    return bucket if limit is None else max(min(bucket, limit), size)
+
+
+def _pad_to_bucket(source, limit):
+    """`source (B, S)` with 0-rows and 0-columns up to its buckets: rows
+    that are all padding and padding after a source change no real row's
+    tokens (the masks), and JAX compiles once per bucket, not per shape."""
+    batch, length = source.shape
+    rows, columns = _bucket(batch), _bucket(length, 8, limit)
+    widths = ((0, rows - batch), (0, columns - length))
+    return ops.pad(source, widths)
+
+
+def _unpad(outputs, batch, length):
+    """The real rows of `outputs` (and the real source of the attention)."""
+    if isinstance(outputs, (tuple, list)):
+        tokens, attention = outputs
+        return tokens[:batch], attention[:batch, :, :length]
+    return outputs[:batch]
+
+
 def _compile(function, model):
     """`function(source, seed)` compiled for the backend, traced once.
 
     TensorFlow: a `tf.function` with unknown batch and source length. JAX:
     `jax.jit` of a stateless call (the weights are arguments, so they are
-    not baked in as constants). PyTorch: eager, without autograd.
+    not baked in as constants), on the source padded to its length bucket
+    (`_pad_to_bucket`): one compilation per bucket. PyTorch: eager, without
+    autograd.
     """
     backend = keras.config.backend()
     if backend == "tensorflow":
@@ -184,9 +210,14 @@ def _compile(function, model):
                 return function(source, seed)
 
         jitted = jax.jit(stateless)
-        return lambda source, seed: jitted(
-            [v.value for v in model.variables], source, seed
-        )
+
+        def bucketed(source, seed):
+            padded = _pad_to_bucket(source, model.max_positions)
+            outputs = jitted([v.value for v in model.variables], padded, seed)
+            return _unpad(outputs, *source.shape)
+
+        bucketed.compilations = jitted._cache_size  # what the tests count
+        return bucketed
     if backend == "torch":
         import torch
 
@@ -303,8 +334,11 @@ class Generator:
     ):
         r"""Generate target token ids for a batch of sources.
 
-        Compiled once per `(max_length, options, return_attention)` on every
-        backend, for any batch size and source length.
+        Compiled once per `(max_length, options, return_attention)`: for
+        any batch size and source length on TensorFlow; on JAX once per
+        bucket (batch padded to a power of two, source length to a power
+        of two of at least 8, with rows and columns of padding that change
+        no token); PyTorch runs eagerly.
 
         Args:
             source: int `(B, S)`, padded with 0.

@@ -58,6 +58,34 @@ def test_one_compiled_function_serves_every_batch_and_source_length(model):
         assert function.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.skipif(
+    keras.config.backend() != "jax", reason="JAX compiles per input shape"
+)
+def test_jax_compiles_once_per_length_bucket(model):
+    """Sources padded to their bucket (batch to a power of two, length to
+    one of at least 8): one compilation serves batches 3-4 and lengths
+    5-8, and the tokens and attention are those of the exact shape."""
+    rng = np.random.default_rng(0)
+    for options in ({}, {"method": "beam", "beam_width": 2}):
+        model.generate(SOURCE, 4, **options)
+        key = (4, DecodingOptions(**options), False)
+        compiled = model._generate_functions[key]
+        before = compiled.compilations()
+        for batch, length in ((3, 5), (4, 8), (4, 6), (3, 7)):
+            source = rng.integers(3, 12, (batch, length))
+            source[0, length // 2 :] = 0  # and a padded row
+            got = model.generate(source, 4, **options)
+            want = model.generate_function(source, 4, **options)
+            np.testing.assert_array_equal(got, want)
+        assert compiled.compilations() == before  # SOURCE's bucket, (4, 8)
+    tokens, attention = model.generate(SOURCE[:1, :3], 3, return_attention=True)
+    _, expected = model.generate_function(
+        SOURCE[:1, :3], 3, return_attention=True
+    )
+    assert attention.shape == (1, 3, 3)
+    np.testing.assert_allclose(attention, expected, atol=1e-6)
+
+
 def test_lengths_beyond_learned_positions_fail_before_tracing():
     model = Transformer(
         12, 10, num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=8,
