@@ -9,10 +9,13 @@ vocabularies are learned on the fly with tensorflow-text (cased, so the
 translations come out cased). Reports sacreBLEU and chrF of greedy and beam
 search on held-out pairs, plots the cross-attention of one translation,
 exports a string-in/string-out SavedModel and reloads it in a fresh Python
-process that imports only tensorflow and tensorflow_text.
+process that imports only tensorflow and tensorflow_text. With
+`--export-litert` it also writes `translate.tflite`, the whole greedy loop
+for a phone (`export_generator`), and checks it in the LiteRT interpreter.
 
     python examples/translate.py [--quick] [--out DIR] [--data FILE.tsv]
         [--model transformer|seq2seq] [--minutes M] [--epochs N]
+        [--export-litert]
 
 With `--data`, training stops after the epoch that reaches `--minutes`
 (default 5). The recipe (`RECIPES`) is the one measured in
@@ -39,6 +42,7 @@ from keras_attention import visualization
 from keras_attention.callbacks import TimeLimit
 from keras_attention.datasets import load_tsv_pairs
 from keras_attention.datasets import toy_translation
+from keras_attention.export import export_generator
 from keras_attention.export import export_translator
 from keras_attention.models import Seq2Seq
 from keras_attention.models import Transformer
@@ -178,6 +182,36 @@ def scores(model, tokenizers, test, max_length):
     return results, hypotheses["beam"]
 
 
+def export_litert(model, tokenizers, test, max_length, args):
+    """Write `translate.tflite` (the whole greedy loop, batch 1) and check
+    that LiteRT's interpreter gives `generate`'s tokens on held-out
+    sentences."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = export_generator(
+        model, os.path.join(args.out, "translate.tflite"),
+        max_length=max_length, source_length=max_length,
+    )  # fmt: skip
+    run = Interpreter(model_path=path).get_signature_runner()
+    sources = np.asarray(tokenizers[0](test[0][:20], max_length=max_length))
+    tokens = np.concatenate(
+        [run(source=row[None])["tokens"] for row in sources]
+    )
+    same = float(
+        np.mean(
+            (tokens == np.asarray(model.generate(sources, max_length))).all(1)
+        )
+    )
+    size = os.path.getsize(path) / 2**20
+    print(
+        f"wrote {path} ({size:.1f} MiB); LiteRT gives generate's tokens on "
+        f"{same:.0%} of {len(sources)} held-out sentences"
+    )
+    if same < 1.0:
+        raise SystemExit("the LiteRT file differs from generate")
+    return {"litert_path": path, "litert_same_tokens": same}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run")
@@ -189,6 +223,12 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--minutes", type=float, default=None)
+    parser.add_argument(
+        "--export-litert",
+        action="store_true",
+        help="also write translate.tflite (greedy, builtin ops) and check "
+        "it against generate in the LiteRT interpreter",
+    )
     args = parser.parse_args(argv)
     args.pairs = args.pairs or (2000 if args.quick else 30000)
     epochs = args.epochs or (1 if args.quick else 100 if args.data else 2)
@@ -258,7 +298,11 @@ def main(argv=None):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     print(reload.stdout.rstrip() or reload.stderr[-2000:])
+    on_device = {}
+    if args.export_litert:
+        on_device = export_litert(model, tokenizers, test, max_length, args)
     return {
+        **on_device,
         **results,
         "train_seconds": train_seconds,
         "epochs": len(limit.epoch_seconds),

@@ -1,8 +1,12 @@
-"""Export a translation model as a string-in, string-out SavedModel.
+"""Export a translation model: a string SavedModel, or one on-device file.
 
-The exported graph does everything: tokenize (tensorflow-text WordPiece) →
-encode → decode (greedy or beam search, pure TensorFlow ops, no custom op) →
-detokenize. It reloads with only `tensorflow` and `tensorflow_text` imported:
+`export_generator` writes the whole generation loop of a `Transformer` or
+`Seq2Seq` (ids in, ids out) into one LiteRT or ONNX file, for phones and
+onnxruntime (docs: "On-device and ONNX"). `export_translator` writes a
+string-in, string-out SavedModel, whose graph does everything: tokenize
+(tensorflow-text WordPiece) → encode → decode (greedy or beam search, pure
+TensorFlow ops, no custom op) → detokenize. It reloads with only `tensorflow`
+and `tensorflow_text` imported:
 
 ```python
 import tensorflow as tf
@@ -15,7 +19,10 @@ translator.translate(tf.constant(["This cat is very large."]))
 """
 
 import dataclasses
+import os
+import tempfile
 
+import keras
 import tensorflow as tf
 
 from keras_attention import decoding
@@ -56,10 +63,11 @@ def _check_arguments(model, source_tokenizer, target_tokenizer, **options):
 
 def _default_lengths(model, max_length, source_length):
     """The model's positions (or 64 for an RNN) unless given."""
+    positions = getattr(model, "max_positions", None)
     if max_length is None:
-        max_length = model.max_positions or 64
+        max_length = positions or 64
     if source_length is None:
-        source_length = model.max_positions or max(max_length, 2)
+        source_length = positions or max(max_length, 2)
     return max_length, source_length
 
 
@@ -245,3 +253,176 @@ def export_translator(
         signatures={"serving_default": translator.translate},
     )
     return translator
+
+
+FORMATS = ("litert", "onnx")
+QUANTIZATIONS = (None, "dynamic_int8", "float16")
+ONNX_OPSET = 17
+
+
+def _check_generator(model, path, **options):
+    """Raise before any tracing or writing, naming the argument."""
+    if not hasattr(model, "generate_function"):
+        raise ValueError(
+            "`model` must be a generating model (`Seq2Seq`, `Transformer`). "
+            f"Received: model of type {type(model).__name__}"
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(folder):
+        raise ValueError(
+            "`path` must be a file in an existing folder. "
+            f"Received: path={path!r}"
+        )
+    utils.check_choice("format", options["format"], FORMATS)
+    utils.check_choice("method", options["method"], METHODS)
+    utils.check_choice("quantize", options["quantize"], QUANTIZATIONS)
+    if options["format"] == "onnx" and options["quantize"] == "float16":
+        raise ValueError(
+            "`quantize='float16'` is for LiteRT files; ONNX files take "
+            "`quantize='dynamic_int8'` (onnxruntime's dynamic quantization)."
+        )
+    for name in ("max_length", "source_length", "batch_size", "beam_width"):
+        utils.check_positive_int(name, options[name])
+    decoding.check_beam_options(
+        options["beam_width"], options["length_penalty"]
+    )
+    model.check_lengths(options["max_length"], options["source_length"])
+
+
+def _generator(model, batch_size, source_length, max_length, options):
+    """A `tf.function` `source -> {"tokens"}` with the weights as constants.
+
+    The weights enter the traced graph as constants (a `StatelessScope`
+    maps each variable to one): LiteRT cannot read a variable inside the
+    decoding loop, and a constant is what both converters quantize.
+    """
+    spec = tf.TensorSpec([batch_size, source_length], tf.int32, name="source")
+    weights = [(v, v.numpy()) for v in model.variables]
+
+    @tf.function(input_signature=[spec])
+    def generator(source):
+        mapping = [(v, tf.constant(value)) for v, value in weights]
+        with keras.StatelessScope(state_mapping=mapping):
+            tokens = model.generate_function(source, max_length, **options)
+        return {"tokens": tf.cast(tokens, tf.int32)}
+
+    return generator
+
+
+def _litert(generator, quantize):
+    """The flatbuffer of `generator`, builtin operators only."""
+    module = tf.Module()
+    module.generate = generator  # a signature named after the function
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [generator.get_concrete_function()], module
+    )
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def _onnx(generator, quantize):
+    """The serialized ONNX model of `generator` (opset `ONNX_OPSET`)."""
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_function(
+        generator, generator.input_signature, opset=ONNX_OPSET
+    )
+    if quantize is None:
+        return proto.SerializeToString()
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = (os.path.join(folder, n) for n in ("f.onnx", "q.onnx"))
+        with open(source, "wb") as f:
+            f.write(proto.SerializeToString())
+        quantize_dynamic(
+            source,
+            target,
+            weight_type=QuantType.QInt8,
+            extra_options={"EnableSubgraph": True},
+        )
+        with open(target, "rb") as f:
+            return f.read()
+
+
+def export_generator(
+    model,
+    path,
+    format="litert",
+    method="greedy",
+    max_length=None,
+    source_length=None,
+    batch_size=1,
+    beam_width=4,
+    length_penalty=0.6,
+    quantize=None,
+):
+    """Write a model's whole generation loop into one LiteRT or ONNX file.
+
+    The file maps int32 `source` `[batch_size, source_length]` (ids,
+    0-padded) to int32 `tokens` `[batch_size, max_length]`: the tokens of
+    `model.generate(source, max_length, method=method, ...)`. The encoder,
+    the decoding loop and its key/value cache are all inside. LiteRT files
+    use builtin operators only (no Flex, no TF Select), so the plain
+    interpreter runs them (`ai_edge_litert` in Python, LiteRT on Android
+    and iOS); ONNX files run in onnxruntime. Arguments are checked before
+    anything is traced, and nothing is written unless the export succeeds.
+
+    Args:
+        model: a `Seq2Seq` or `Transformer` (on TensorFlow; a model
+            trained on JAX or PyTorch loads its `.weights.h5` here first).
+        path: the file to write, e.g. `"translate.tflite"` or
+            `"translate.onnx"`.
+        format: `"litert"` or `"onnx"`. Defaults to `"litert"`.
+        method: `"greedy"` or `"beam"`. Defaults to `"greedy"`.
+        max_length: tokens generated. Defaults to the model's positions
+            (`Transformer`'s `max_length`), else `64`.
+        source_length: source ids per row. Defaults to the model's
+            positions, else `max_length`.
+        batch_size: rows per call of a LiteRT file (its loop runs on
+            fixed shapes); ONNX files take any batch. Defaults to `1`.
+        beam_width: beams of beam search. Defaults to `4`.
+        length_penalty: GNMT's length penalty of beam search. Defaults to
+            `0.6`.
+        quantize: `None`; `"dynamic_int8"` (int8 weights, float
+            activations; LiteRT and ONNX) or `"float16"` (float16 weights;
+            LiteRT). Defaults to `None`.
+
+    Returns:
+        `path`.
+
+    Example:
+
+    ```python
+    from ai_edge_litert.interpreter import Interpreter
+
+    export_generator(model, "translate.tflite", max_length=16)
+    run = Interpreter("translate.tflite").get_signature_runner()
+    run(source=source_ids)["tokens"]  # == model.generate(source_ids, 16)
+    ```
+    """
+    max_length, source_length = _default_lengths(
+        model, max_length, source_length
+    )
+    options = {"method": method}
+    if method == "beam":
+        options.update(beam_width=beam_width, length_penalty=length_penalty)
+    _check_generator(
+        model, path, format=format, method=method, max_length=max_length,
+        source_length=source_length, batch_size=batch_size,
+        beam_width=beam_width, length_penalty=length_penalty,
+        quantize=quantize,
+    )  # fmt: skip
+    # ONNX files take any batch; LiteRT's loop runs on fixed shapes.
+    batch = batch_size if format == "litert" else None
+    generator = _generator(model, batch, source_length, max_length, options)
+    convert = _litert if format == "litert" else _onnx
+    data = convert(generator, quantize)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path

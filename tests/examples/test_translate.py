@@ -13,9 +13,14 @@ translate = load_example("translate")
 
 @pytest.mark.slow
 def test_translate_quick_run_exports_and_reloads(tmp_path):
-    result = translate.main(["--quick", "--out", str(tmp_path)])
+    result = translate.main(
+        ["--quick", "--out", str(tmp_path), "--export-litert"]
+    )
     assert (tmp_path / "translate_heads.png").stat().st_size > 10_000
     assert (tmp_path / "translator" / "saved_model.pb").exists()
+    # The whole greedy loop in one LiteRT file, checked by the example.
+    assert result["litert_same_tokens"] == 1.0
+    assert (tmp_path / "translate.tflite").stat().st_size > 10_000
     assert result["reload_output"].count("->") == 2
     assert_learns(result)
 
