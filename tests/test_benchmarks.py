@@ -27,6 +27,7 @@ EXPECTED_KEYS = {
     "distributed": "overhead_ratio",
     "real_translation": "seq2seq",
     "attention_family": "overhead",
+    "on_device": "transformer",
     "sharding": "logits_ratio_at_max_T",  # JAX, 8 virtual devices
 }
 
