@@ -287,6 +287,7 @@ def _check_generator(model, path, **options):
         options["beam_width"], options["length_penalty"]
     )
     model.check_lengths(options["max_length"], options["source_length"])
+    options["controls"].check_vocabulary(model.target_vocab_size)
 
 
 def _generator(model, batch_size, source_length, max_length, options):
@@ -361,6 +362,10 @@ def export_generator(
     beam_width=4,
     length_penalty=0.6,
     quantize=None,
+    min_length=0,
+    no_repeat_ngram_size=0,
+    repetition_penalty=1.0,
+    bad_token_ids=None,
 ):
     """Write a model's whole generation loop into one LiteRT or ONNX file.
 
@@ -392,6 +397,16 @@ def export_generator(
         quantize: `None`; `"dynamic_int8"` (int8 weights, float
             activations; LiteRT and ONNX) or `"float16"` (float16 weights;
             LiteRT). Defaults to `None`.
+        min_length: no `[END]` among the first `min_length` tokens, as
+            in `model.generate` (HF's logit controls,
+            `keras_attention.decoding.Controls`, inside the file too).
+            Defaults to `0`.
+        no_repeat_ngram_size: no n-gram of this size twice in a row's
+            tokens; `0` for none. Defaults to `0`.
+        repetition_penalty: CTRL's penalty on the logits of tokens
+            already generated. Defaults to `1.0` (none).
+        bad_token_ids: list of ids never emitted, or `None`. Defaults to
+            `None`.
 
     Returns:
         `path`.
@@ -409,14 +424,17 @@ def export_generator(
     max_length, source_length = _default_lengths(
         model, max_length, source_length
     )
-    options = {"method": method}
+    controls = decoding.Controls(
+        min_length, no_repeat_ngram_size, repetition_penalty, bad_token_ids
+    )  # checked here, before anything is traced
+    options = {"method": method, **dataclasses.asdict(controls)}
     if method == "beam":
         options.update(beam_width=beam_width, length_penalty=length_penalty)
     _check_generator(
         model, path, format=format, method=method, max_length=max_length,
         source_length=source_length, batch_size=batch_size,
         beam_width=beam_width, length_penalty=length_penalty,
-        quantize=quantize,
+        quantize=quantize, controls=controls,
     )  # fmt: skip
     # ONNX files take any batch; LiteRT's loop runs on fixed shapes.
     batch = batch_size if format == "litert" else None

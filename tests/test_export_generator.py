@@ -88,6 +88,31 @@ def test_exported_file_gives_the_tokens_of_generate(
         np.testing.assert_array_equal(run(path, SOURCE), expected)
 
 
+@pytest.mark.parametrize(
+    "format, method", [("litert", "beam"), ("onnx", "greedy")]
+)
+def test_decoding_controls_are_inside_the_file(
+    models, tmp_path, format, method
+):
+    """HF's logit controls run inside the loop of the file."""
+    model = models["transformer"]
+    options = {
+        "method": method, "min_length": 3, "no_repeat_ngram_size": 2,
+        "repetition_penalty": 1.3, "bad_token_ids": [5, 7],
+    }  # fmt: skip
+    if method == "beam":
+        options["beam_width"] = 3
+    path = export_generator(
+        model, str(tmp_path / f"controls.{format}"), format=format,
+        max_length=MAX_LENGTH, source_length=SOURCE_LENGTH, **options,
+    )  # fmt: skip
+    expected = np.asarray(model.generate(SOURCE, MAX_LENGTH, **options))
+    plain = np.asarray(model.generate(SOURCE, MAX_LENGTH, method=method))
+    assert (expected != plain).any()  # the controls change these tokens
+    got = np.concatenate([run(path, row[None]) for row in SOURCE])
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_learned_model_reverses_on_device(models, tmp_path):
     """The exported Transformer does the task: it reverses the sources it
     sees, row by row at batch 1, as `generate` does."""
@@ -147,6 +172,8 @@ def test_quantized_files_are_small_and_keep_the_tokens(models, tmp_path):
         ({"batch_size": 0}, "batch_size"),
         ({"method": "beam", "beam_width": 0}, "beam_width"),
         ({"method": "beam", "length_penalty": -1.0}, "length_penalty"),
+        ({"min_length": -1}, "min_length"),
+        ({"bad_token_ids": [99]}, "bad_token_ids"),
     ],
 )
 def test_bad_arguments_name_themselves_and_write_nothing(
