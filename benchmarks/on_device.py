@@ -20,7 +20,6 @@ Prints one JSON line.
     python benchmarks/on_device.py --quick   # toy corpus, tiny models
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -150,16 +149,9 @@ def measure(name, data, toks, args, folder):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", help="english<TAB>spanish file")
-    parser.add_argument("--quick", action="store_true", help="toy corpus")
-    parser.add_argument("--budget", type=float, default=300.0)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--held-out", type=int, default=500)
+    parser = rt.corpus_parser(__doc__.split("\n")[0], held_out=500)
     parser.add_argument("--sentences", type=int, default=100)
-    parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--models", help="folder to save / load the models")
-    parser.add_argument("--verbose", type=int, default=0)
     args = parser.parse_args(argv)
     if not args.data and not args.quick:
         parser.error("give --data FILE.tsv (or --quick for a toy corpus)")

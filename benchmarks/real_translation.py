@@ -327,16 +327,23 @@ def run(name, data, toks, args):
     return result
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def corpus_parser(description, held_out):
+    """The arguments of the scripts that train on the corpus (this one and
+    `on_device.py`): data, budget, held-out pairs, vocabulary."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", help="english<TAB>spanish file")
     parser.add_argument("--quick", action="store_true", help="toy corpus")
     parser.add_argument("--budget", type=float, default=300.0)
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--held-out", type=int, default=1000)
+    parser.add_argument("--held-out", type=int, default=held_out)
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--verbose", type=int, default=0)
+    return parser
+
+
+def main(argv=None):
+    parser = corpus_parser(__doc__.split("\n")[0], held_out=1000)
+    parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument(
         "--attention",
         help="comma-separated kinds of the Transformer's self-attention "
