@@ -300,7 +300,7 @@ def _generator(model, batch_size, source_length, max_length, options):
     spec = tf.TensorSpec([batch_size, source_length], tf.int32, name="source")
     weights = [(v, v.numpy()) for v in model.variables]
 
-    @tf.function(input_signature=[spec])
+    @tf.function(input_signature=[spec], autograph=False)
     def generator(source):
         mapping = [(v, tf.constant(value)) for v, value in weights]
         with keras.StatelessScope(state_mapping=mapping):
