@@ -49,16 +49,21 @@ def _check_arguments(model, source_tokenizer, target_tokenizer, **options):
                 f"`{name}` must be a `keras_attention.text.Tokenizer`. "
                 f"Received: {type(tokenizer).__name__}"
             )
-    utils.check_choice("method", options["method"], METHODS)
-    utils.check_positive_int("beam_width", options["beam_width"])
-    utils.check_positive_int("max_length", options["max_length"])
     # A source holds at least [START] and [END].
     utils.check_number(
         "source_length", options["source_length"], 1, integer=True
     )
-    # The same limits as `model.generate`, one place: `check_lengths`.
-    model.check_lengths(options["max_length"], options["source_length"])
+    _check_decoding(model, **options)
     _check_vocabularies(model, source_tokenizer, target_tokenizer)
+
+
+def _check_decoding(model, method, beam_width, max_length, source_length):
+    """The checks both exports make of the decoding they trace."""
+    utils.check_choice("method", method, METHODS)
+    utils.check_positive_int("beam_width", beam_width)
+    utils.check_positive_int("max_length", max_length)
+    # The same limits as `model.generate`, one place: `check_lengths`.
+    model.check_lengths(max_length, source_length)
 
 
 def _default_lengths(model, max_length, source_length):
@@ -132,10 +137,9 @@ class Translator(tf.Module):
         bad_token_ids=None,
     ):
         super().__init__()
-        if hasattr(model, "check_lengths"):
-            max_length, source_length = _default_lengths(
-                model, max_length, source_length
-            )
+        max_length, source_length = _default_lengths(
+            model, max_length, source_length
+        )
         _check_arguments(
             model,
             source_tokenizer,
@@ -274,19 +278,21 @@ def _check_generator(model, path, **options):
             f"Received: path={path!r}"
         )
     utils.check_choice("format", options["format"], FORMATS)
-    utils.check_choice("method", options["method"], METHODS)
     utils.check_choice("quantize", options["quantize"], QUANTIZATIONS)
     if options["format"] == "onnx" and options["quantize"] == "float16":
         raise ValueError(
             "`quantize='float16'` is for LiteRT files; ONNX files take "
             "`quantize='dynamic_int8'` (onnxruntime's dynamic quantization)."
         )
-    for name in ("max_length", "source_length", "batch_size", "beam_width"):
+    for name in ("source_length", "batch_size"):
         utils.check_positive_int(name, options[name])
     decoding.check_beam_options(
         options["beam_width"], options["length_penalty"]
     )
-    model.check_lengths(options["max_length"], options["source_length"])
+    _check_decoding(
+        model, options["method"], options["beam_width"],
+        options["max_length"], options["source_length"],
+    )  # fmt: skip
     options["controls"].check_vocabulary(model.target_vocab_size)
 
 
