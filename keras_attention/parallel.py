@@ -18,12 +18,20 @@ $$
 
 so after `N` steps (`N - 1` permutes) query block $r$ has seen every key
 and its output is $a / l$: the attention of the whole sequence. At step
-$s$ device $r$ holds the keys of block $(r - s) \bmod N$; queries sit at
-absolute positions $r \cdot T / N + i$ and keys at
-$((r - s) \bmod N) \cdot T / N + j$, which the masks and the score and mask
+$s$ device $r$ holds the keys of block $(r - s) \bmod N$; queries and keys
+keep their absolute positions, which the masks and the score and mask
 modifiers see. A causal mask (or a sliding window) skips the blocks it
-hides entirely (`jax.lax.cond`: computed on no device); the logits a device
-holds are one `(T/N, T/N)` block instead of `(T, T)`.
+hides entirely (`jax.lax.cond`: computed on no device).
+
+Under a causal mask a contiguous split is unbalanced: device $N - 1$
+attends all $N$ blocks, device 0 one, and every step waits for the
+busiest. So the sequence is cut into $2N$ chunks and device $r$ holds
+chunks $r$ and $2N - 1 - r$ (the zigzag layout): every device then attends
+$2N + 1$ of its $4N$ chunk pairs, about half the contiguous layout's
+worst. The ring picks the layout whose busiest device attends fewer pairs
+(`busiest_device_work`): zigzag for causal masks and windows, contiguous
+without a mask. A device's logits are one `(T/2N, T/2N)` chunk pair (or
+`(T/N, T/N)` block) instead of `(T, T)`.
 
 The gradient is JAX's, through the ring (the reverse permutes) with each
 block's logits recomputed (`jax.checkpoint`), so the backward pass keeps
@@ -35,10 +43,12 @@ TensorFlow or PyTorch, `attention` is `keras_attention.kernel.attention`,
 so models that use `sequence_parallel` save and load everywhere.
 """
 
+import itertools
 import math
 from typing import NamedTuple
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_attention import chunked
@@ -130,6 +140,7 @@ class _Ring(NamedTuple):
     score_mod: object
     mask_mod: object
     heads: tuple
+    chunks: int = 1  # per device: 1 (contiguous) or 2 (zigzag)
 
 
 def ring_attention(
@@ -193,8 +204,10 @@ def ring_attention(
 
     Reference:
         Liu et al., 2023, "Ring Attention with Blockwise Transformers for
-        Near-Infinite Context"; Milakov & Gimelshein, 2018, "Online
-        normalizer calculation for softmax".
+        Near-Infinite Context"; Brandon et al., 2023, "Striped Attention:
+        Faster Ring Attention for Causal Transformers" (the load balance;
+        the zigzag split is Zhu's ring-flash-attention's); Milakov &
+        Gimelshein, 2018, "Online normalizer calculation for softmax".
     """
     import jax
 
@@ -215,16 +228,18 @@ def ring_attention(
     key = attention_ops.hide_unseen(key, key_mask, axis=-2)
     value = attention_ops.hide_unseen(value, key_mask, axis=-2)
     length = query.shape[-2]
-    arrays = _padded(
-        dict(query=query, key=key, value=value, query_mask=query_mask,
-             key_mask=key_mask, attention_mask=attention_mask,
-             bias=attention_bias, sinks=sinks, context=dict(context or {})),
-        size,
-    )  # fmt: skip
     ring = _Ring(
         axis_name, size, raw, use_causal_mask, sliding_window, score_mod,
         mask_mod, tuple(heads),
     )  # fmt: skip
+    ring = ring._replace(chunks=_layout(ring, length, key.shape[-2]))
+    arrays = _padded(
+        dict(query=query, key=key, value=value, query_mask=query_mask,
+             key_mask=key_mask, attention_mask=attention_mask,
+             bias=attention_bias, sinks=sinks, context=dict(context or {})),
+        size * ring.chunks,
+    )  # fmt: skip
+    arrays = _rearranged(arrays, ring)
     specs = _specs(arrays, axis_name, _batch_axis(distribution, query, ring))
     output = jax.shard_map(
         lambda arrays: _ring(arrays, ring),
@@ -233,6 +248,7 @@ def ring_attention(
         out_specs=specs["query"],
         check_vma=False,
     )(arrays)
+    output = _in_order(output, ring, -2)
     return output[..., :length, :]
 
 
@@ -308,68 +324,175 @@ def _specs(arrays, axis_name, batch_axis):
     return specs
 
 
-def _visible_blocks(ring, query_length, key_length):
-    """`visible[r][b]`: whether a query of block `r` may see a key of block
-    `b` (Python bools), or `None` when every block is visible.
+def _chunk(device, part, size):
+    """The global chunk that is part `part` of `device`'s block: `device`
+    itself with one chunk per device; with two (zigzag), chunks `device`
+    and `2N - 1 - device` (works on a traced device index too)."""
+    return device if part == 0 else 2 * size - 1 - device
 
-    The key range each query block may see comes from the chunked path's
-    `_key_range` (the causal mask, the sliding window and the mask
+
+def _visible_blocks(ring, query_chunk, key_chunk):
+    """`visible[r, s, p, q]`: whether a query of part `p` of device `r`
+    may see a key of part `q` of device `s`'s block (NumPy bools), or
+    `None` when every block is visible.
+
+    The key range each query chunk may see comes from the chunked path's
+    `key_range` (the causal mask, the sliding window and the mask
     modifier's `key_range`); the ring skips the other blocks.
     """
-    visible = []
-    for r in range(ring.size):
-        start, stop = r * query_length, (r + 1) * query_length
-        low, high = chunked.key_range(ring, start, stop)
-        visible.append(
-            [b * key_length < high and (b + 1) * key_length > low
-             for b in range(ring.size)]
-        )  # fmt: skip
-    return None if all(map(all, visible)) else visible
+    size, chunks = ring.size, ring.chunks
+    visible = np.zeros((size, size, chunks, chunks), bool)
+    for r, p in itertools.product(range(size), range(chunks)):
+        start = _chunk(r, p, size) * query_chunk
+        low, high = chunked.key_range(ring, start, start + query_chunk)
+        for s, q in itertools.product(range(size), range(chunks)):
+            key_start = _chunk(s, q, size) * key_chunk
+            visible[r, s, p, q] = (
+                key_start < high and key_start + key_chunk > low
+            )
+    return None if visible.all() else visible
+
+
+def busiest_device_work(ring, query_length, key_length):
+    """Query-key pairs the busiest device attends (in blocks it cannot
+    skip): the ring's time per call, as all devices wait for it."""
+    multiple = ring.size * ring.chunks
+    query_chunk = math.ceil(query_length / multiple)
+    key_chunk = math.ceil(key_length / multiple)
+    visible = _visible_blocks(ring, query_chunk, key_chunk)
+    blocks = (
+        ring.size * ring.chunks**2
+        if visible is None
+        else visible.sum(axis=(1, 2, 3)).max()
+    )
+    return int(blocks) * query_chunk * key_chunk
+
+
+def _layout(ring, query_length, key_length):
+    """Chunks per device: 2 (zigzag, Brandon et al. 2023's striping in two)
+    when the busiest device then attends fewer pairs, as under a causal
+    mask (device `N - 1` would see every block, device 0 one); else 1."""
+    work = {
+        chunks: busiest_device_work(
+            ring._replace(chunks=chunks), query_length, key_length
+        )
+        for chunks in (1, 2)
+    }
+    return 2 if work[2] < work[1] else 1
+
+
+def _positions(ring, length):
+    """The sequence order in which each device's chunks are contiguous."""
+    chunk = length // (ring.size * ring.chunks)
+    order = [
+        _chunk(r, p, ring.size)
+        for r in range(ring.size)
+        for p in range(ring.chunks)
+    ]
+    return np.concatenate(
+        [np.arange(c * chunk, (c + 1) * chunk) for c in order]
+    )
+
+
+def _rearranged(arrays, ring):
+    """The arrays with each device's chunks contiguous (zigzag): queries,
+    keys, values and their masks along the sequence; the rows of masks and
+    biases (their key columns stay in order, sliced by absolute position)."""
+    if ring.chunks == 1:
+        return arrays
+    axes = {"query": -2, "key": -2, "value": -2, "query_mask": -1,
+            "key_mask": -1, "attention_mask": -2, "bias": -2}  # fmt: skip
+    arrays = dict(arrays)
+    for name, axis in axes.items():
+        x = arrays.get(name)
+        if x is not None and x.shape[axis] != 1:
+            arrays[name] = ops.take(x, _positions(ring, x.shape[axis]), axis)
+    return arrays
+
+
+def _in_order(output, ring, axis):
+    """`output`'s sequence back in order (undoing `_rearranged`)."""
+    if ring.chunks == 1:
+        return output
+    positions = _positions(ring, output.shape[axis])
+    return ops.take(output, np.argsort(positions), axis)
+
+
+def _part(arrays, axes, part, length):
+    """Part `part` (of `length` rows) of the named arrays along `axes`."""
+    import jax
+
+    arrays = dict(arrays)
+    for name, axis in axes.items():
+        x = arrays.get(name)
+        if x is not None and x.shape[axis] != 1:
+            start = part * length
+            arrays[name] = jax.lax.slice_in_dim(
+                x, start, start + length, 1, axis
+            )
+    return arrays
+
+
+_QUERY_SIDE = {"query": -2, "query_mask": -1, "attention_mask": -2, "bias": -2}
+_KEY_SIDE = {"key": -2, "value": -2, "key_mask": -1}
 
 
 def _ring(arrays, ring):
-    """One device's part: its query block over every key/value block."""
+    """One device's part: its query chunks over every key/value chunk."""
     import jax
 
-    query = arrays["query"]
-    query_length, key_length = query.shape[-2], arrays["key"].shape[-2]
+    chunks = ring.chunks
+    query_chunk = arrays["query"].shape[-2] // chunks
+    key_chunk = arrays["key"].shape[-2] // chunks
     index = jax.lax.axis_index(ring.axis_name)
-    query_start = index * query_length
-    fold = jax.checkpoint(_fold(arrays, ring, query_start))
-    visible = _visible_blocks(ring, query_length, key_length)
+    folds = [
+        jax.checkpoint(
+            _fold(
+                _part(arrays, _QUERY_SIDE, p, query_chunk), ring,
+                _chunk(index, p, ring.size) * query_chunk,
+            )
+        )
+        for p in range(chunks)
+    ]  # fmt: skip
+    visible = _visible_blocks(ring, query_chunk, key_chunk)
 
-    def visit(state, travelling, step):
+    def visit(states, travelling, step):
         source = (index - step) % ring.size  # whose keys we hold
-        key_start = source * key_length
-        if visible is None:
-            return fold(state, travelling, key_start)
-        return jax.lax.cond(
-            jax.numpy.asarray(visible)[index, source], fold,
-            lambda state, *_: state, state, travelling, key_start,
-        )  # fmt: skip
+        states = list(states)
+        for q in range(chunks):
+            keys = _part(travelling, _KEY_SIDE, q, key_chunk)
+            key_start = _chunk(source, q, ring.size) * key_chunk
+            for p in range(chunks):
+                if visible is None:
+                    states[p] = folds[p](states[p], keys, key_start)
+                    continue
+                states[p] = jax.lax.cond(
+                    jax.numpy.asarray(visible)[index, source, p, q], folds[p],
+                    lambda state, *_: state, states[p], keys, key_start,
+                )  # fmt: skip
+        return tuple(states)
 
     def step(carry, step):
-        state, travelling = carry
+        states, travelling = carry
         # Send on first: the permute can overlap the block's compute.
         arrived = jax.lax.ppermute(
             travelling, ring.axis_name,
             [(r, (r + 1) % ring.size) for r in range(ring.size)],
         )  # fmt: skip
-        return (visit(state, travelling, step), arrived), None
+        return (visit(states, travelling, step), arrived), None
 
-    travelling = {
-        name: arrays[name]
-        for name in ("key", "value", "key_mask")
-        if name in arrays
-    }
-    row_shape = tuple(query.shape[:-1]) + (1,)
-    sinks = arrays.get("sinks")
-    state = chunked.online_start(row_shape, arrays["value"].shape[-1], sinks)
-    (state, travelling), _ = jax.lax.scan(
-        step, (state, travelling), jax.numpy.arange(ring.size - 1)
+    travelling = {name: arrays[name] for name in _KEY_SIDE if name in arrays}
+    row_shape = tuple(arrays["query"].shape[:-2]) + (query_chunk, 1)
+    sinks, value_dim = arrays.get("sinks"), arrays["value"].shape[-1]
+    states = tuple(
+        chunked.online_start(row_shape, value_dim, sinks) for _ in range(chunks)
     )
-    state = visit(state, travelling, ring.size - 1)
-    output, _ = chunked.online_finish(state)
+    (states, travelling), _ = jax.lax.scan(
+        step, (states, travelling), jax.numpy.arange(ring.size - 1)
+    )
+    states = visit(states, travelling, ring.size - 1)
+    outputs = [chunked.online_finish(state)[0] for state in states]
+    output = outputs[0] if chunks == 1 else ops.concatenate(outputs, axis=-2)
     return ops.cast(output, arrays["value"].dtype)
 
 

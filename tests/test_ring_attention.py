@@ -70,7 +70,7 @@ CASES = {
         dict(num_key_value_heads=2, rotary_max_wavelength=100,
              score_mod=mods.ALiBi()),
         dict(use_causal_mask=True, key_mask=padding(2, T, (16, 11))),
-        T, (2, 4),
+        T, (2, 4), 2,  # chunks per device: zigzag
     ),
     # bidirectional, T5's learned bias (its gradient too), padded queries
     "bidirectional_t5_bias_padding": (
@@ -78,7 +78,7 @@ CASES = {
                                                  max_distance=16)),
         dict(key_mask=padding(2, T, (13, 16)),
              query_mask=padding(2, T, (13, 16))),
-        T, (8,),
+        T, (8,), 1,
     ),
     # 13 positions on 8 devices (padded, masks and bias too), a window,
     # sinks, multi-query, a score with weights, packed documents
@@ -89,7 +89,7 @@ CASES = {
              attention_mask=rng.random((2, 13, 13)) > 0.2,
              attention_bias=normal(2, 4, 13, 13),
              segment_ids=np.array([[0] * 5 + [1] * 8, [0] * 9 + [1] * 4])),
-        13, (8,),
+        13, (8,), 2,
     ),
 }  # fmt: skip
 
@@ -110,10 +110,17 @@ def value_and_gradients(layer, x, call_kwargs):
 
 @on_jax
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_ring_equals_ordinary_attention_outputs_and_gradients(case):
+def test_ring_equals_ordinary_attention_outputs_and_gradients(
+    case, monkeypatch
+):
     import jax
 
-    kwargs, call_kwargs, length, shape = CASES[case]
+    kwargs, call_kwargs, length, shape, chunks = CASES[case]
+    layouts = []
+    ring = parallel._ring
+    monkeypatch.setattr(
+        parallel, "_ring", lambda a, r: layouts.append(r.chunks) or ring(a, r)
+    )
     names = ("batch", "sequence")[-len(shape) :]
     x = normal(2, length, 8)
     layer = MultiHeadAttention(4, 4, sequence_parallel="sequence", **kwargs)
@@ -125,6 +132,7 @@ def test_ring_equals_ordinary_attention_outputs_and_gradients(case):
     program = lowered.as_text()
     result = lowered.compile()(trainable, x)
     assert "collective_permute" in program  # the key/value blocks' ring
+    assert set(layouts) == {chunks}
     for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(expected)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
@@ -157,14 +165,38 @@ def test_ring_runs_under_the_distribution_only_self_and_cross():
 
 def test_causal_ring_skips_the_blocks_above_the_diagonal():
     ring = parallel._Ring("sequence", 8, None, True, None, None, None, (4,))
-    visible = parallel._visible_blocks(ring, 2, 2)  # blocks of 2 positions
+    visible = parallel._visible_blocks(ring, 2, 2)  # one chunk per device
     expected = [[key <= query for key in range(8)] for query in range(8)]
-    assert visible == expected  # 36 of 64 blocks computed
+    np.testing.assert_array_equal(visible[..., 0, 0], expected)  # 36 of 64
     window = ring._replace(use_causal_mask=False, sliding_window=3)
     visible = parallel._visible_blocks(window, 2, 2)
-    assert visible == [[abs(k - q) <= 1 for k in range(8)] for q in range(8)]
+    expected = [[abs(k - q) <= 1 for k in range(8)] for q in range(8)]
+    np.testing.assert_array_equal(visible[..., 0, 0], expected)
     everything = ring._replace(use_causal_mask=False)
     assert parallel._visible_blocks(everything, 2, 2) is None
+
+
+def test_causal_ring_balances_the_devices_in_zigzag():
+    # Device r holds chunks r and 2N - 1 - r of 2N: every device attends
+    # 2N + 1 of its 4N chunk pairs, where the contiguous layout's last
+    # device attends all N of its blocks (Brandon et al. 2023).
+    ring = parallel._Ring("sequence", 8, None, True, None, None, None, (4,))
+    assert parallel._layout(ring, 32, 32) == 2
+    zigzag = ring._replace(chunks=2)
+    visible = parallel._visible_blocks(zigzag, 2, 2)
+    assert visible.sum(axis=(1, 2, 3)).tolist() == [17] * 8
+    for r, s, p, q in np.ndindex(visible.shape):
+        query = parallel._chunk(r, p, 8)
+        assert visible[r, s, p, q] == (parallel._chunk(s, q, 8) <= query)
+    contiguous = parallel.busiest_device_work(ring, 32, 32)
+    assert contiguous == 8 * 4 * 4  # device 7: 8 blocks of 4 x 4
+    assert parallel.busiest_device_work(zigzag, 32, 32) == 17 * 2 * 2
+    # Nothing to skip without a mask: one contiguous chunk per device.
+    assert parallel._layout(ring._replace(use_causal_mask=False), 32, 32) == 1
+    # The permutation puts each device's chunks side by side.
+    positions = parallel._positions(zigzag, 32)
+    assert positions[:4].tolist() == [0, 1, 30, 31]
+    assert sorted(positions.tolist()) == list(range(32))
 
 
 @on_jax
