@@ -74,7 +74,7 @@ JAX_TESTS := tests/test_sharding.py tests/test_ring_attention.py \
 	$(CONTRACT)::test_mask_shorter_than_the_cache_is_refused_naming_attention_mask \
 	$(GENERATION)::test_generate_equals_its_uncompiled_function \
 	$(GENERATION)::test_one_compiled_function_serves_every_batch_and_source_length \
-	$(GENERATION)::test_jax_compiles_once_per_length_bucket \
+	$(GENERATION)::test_compiles_once_per_length_bucket \
 	$(FAMILY)
 
 test-jax: install

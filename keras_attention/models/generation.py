@@ -16,6 +16,7 @@ The decoding loops themselves are the pure functions of
 options.
 """
 
+import collections
 import dataclasses
 
 import keras
@@ -27,6 +28,7 @@ from keras_attention.constants import END_ID
 from keras_attention.constants import PAD_ID
 from keras_attention.constants import START_ID
 from keras_attention.constants import mask_value
+from keras_attention.models.captured import Captured
 
 METHODS = ("greedy", "beam", "sample")
 
@@ -180,21 +182,36 @@ def _unpad(outputs, batch, length):
     return outputs[:batch]
 
 
-def _compile(function, model):
-    """`function(source, seed)` compiled for the backend, traced once.
+def _bucketed(run, limit):
+    """`run(source, seed)` on the source padded to its bucket, cut back."""
 
-    TensorFlow: a `tf.function` with unknown batch and source length. JAX:
-    `jax.jit` of a stateless call (the weights are arguments, so they are
-    not baked in as constants), on the source padded to its length bucket
-    (`_pad_to_bucket`): one compilation per bucket. PyTorch: eager, without
-    autograd.
+    def bucketed(source, seed):
+        outputs = run(_pad_to_bucket(source, limit), seed)
+        return _unpad(outputs, *source.shape)
+
+    return bucketed
+
+
+def _compile(make_function, model):
+    """`make_function(methods)` compiled for the backend, traced once.
+
+    `make_function` returns `function(source, seed)`: generation with the
+    given `(decoding_state, decoding_step)`, the model's own methods or
+    their captured graphs. TensorFlow: a `tf.function` with unknown batch
+    and source length. JAX: `jax.jit` of a stateless call (the weights are
+    arguments, so they are not baked in as constants). PyTorch: eager
+    without autograd; from a bucket's second call on, both methods run as
+    graphs captured once per shape (`keras_attention.models.captured`). On
+    JAX and PyTorch the source is padded to its bucket (`_pad_to_bucket`):
+    one compilation or capture per bucket. `.compilations()` counts them there.
     """
     backend = keras.config.backend()
+    methods = (model.decoding_state, model.decoding_step)
     if backend == "tensorflow":
         import tensorflow as tf
 
         return tf.function(
-            function,
+            make_function(methods),
             input_signature=[
                 tf.TensorSpec([None, None], tf.int32),
                 tf.TensorSpec([], tf.int32),
@@ -204,25 +221,47 @@ def _compile(function, model):
     if backend == "jax":
         import jax
 
+        function = make_function(methods)
+
         def stateless(values, source, seed):
             mapping = list(zip(model.variables, values))
             with keras.StatelessScope(state_mapping=mapping):
                 return function(source, seed)
 
         jitted = jax.jit(stateless)
-
-        def bucketed(source, seed):
-            padded = _pad_to_bucket(source, model.max_positions)
-            outputs = jitted([v.value for v in model.variables], padded, seed)
-            return _unpad(outputs, *source.shape)
-
-        bucketed.compilations = jitted._cache_size  # what the tests count
+        bucketed = _bucketed(
+            lambda source, seed: jitted(
+                [v.value for v in model.variables], source, seed
+            ),
+            model.max_positions,
+        )
+        bucketed.compilations = jitted._cache_size
         return bucketed
     if backend == "torch":
         import torch
 
-        return torch.no_grad()(function)
-    return function
+        if "_captured" not in model.__dict__:  # shared by every option
+            model._captured = tuple(
+                Captured(model, method.__name__) for method in methods
+            )
+        eager, captured = make_function(methods), make_function(model._captured)
+        calls = collections.Counter()
+
+        @torch.no_grad()
+        def run(source, seed):
+            # A bucket's first call runs eagerly (a capture pays off only
+            # when a shape repeats); the second captures; later ones run
+            # the graphs.
+            calls[tuple(source.shape)] += 1
+            first = calls[tuple(source.shape)] == 1
+            return (eager if first else captured)(source, seed)
+
+        bucketed = _bucketed(run, model.max_positions)
+        bucketed.compilations = lambda: sum(
+            len(captured.graphs) for captured in model._captured
+        )
+        return bucketed
+    return make_function(methods)
 
 
 class Generator:
@@ -308,10 +347,23 @@ class Generator:
         cached here, so this is what an export endpoint wraps.
         """
         options, source = self._check_generate(source, max_length, options)
-        state = self.decoding_state(source, max_length)
+        methods = (self.decoding_state, self.decoding_step)
+        return self._decode(
+            methods, source, max_length, return_attention, seed, options
+        )
+
+    def _decode(
+        self, methods, source, max_length, return_attention, seed, options
+    ):
+        """`generate_function`'s computation with the given `methods`,
+        `(decoding_state, decoding_step)`: the model's own, or their
+        captured graphs on PyTorch."""
+        decoding_state, decoding_step = methods
+        state = decoding_state(source, max_length)
 
         def step_fn(tokens, state, index):
-            logits, state, alignments = self.decoding_step(tokens, state, index)
+            index = ops.convert_to_tensor(index, "int32")  # 0 at a beam start
+            logits, state, alignments = decoding_step(tokens, state, index)
             return never_reserved(logits), state, alignments
 
         start = ops.full((ops.shape(source)[0],), START_ID, "int32")
@@ -338,7 +390,10 @@ class Generator:
         any batch size and source length on TensorFlow; on JAX once per
         bucket (batch padded to a power of two, source length to a power
         of two of at least 8, with rows and columns of padding that change
-        no token); PyTorch runs eagerly.
+        no token). PyTorch runs the loop eagerly, and from a bucket's second
+        call on the decoding state and step as graphs captured by
+        `torch.export` (seconds per bucket, on that call; see
+        `keras_attention.models.captured`).
 
         Args:
             source: int `(B, S)`, padded with 0.
@@ -370,12 +425,10 @@ class Generator:
         functions = self.__dict__.setdefault("_generate_functions", {})
         if key not in functions:
             functions[key] = _compile(
-                lambda source, seed: self.generate_function(
-                    source,
-                    key[0],
-                    return_attention,
-                    seed,
-                    **dataclasses.asdict(options),
+                lambda methods: (
+                    lambda source, seed: self._decode(
+                        methods, source, key[0], return_attention, seed, options
+                    )
                 ),
                 self,
             )

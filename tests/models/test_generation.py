@@ -40,10 +40,11 @@ def test_generate_equals_its_uncompiled_function(model):
         {"method": "beam", "beam_width": 3},
         {"method": "sample", "seed": 5, "top_p": 0.9},
     ):
-        np.testing.assert_array_equal(
-            model.generate(SOURCE, 5, **options),
-            model.generate_function(SOURCE, 5, **options),
-        )
+        expected = model.generate_function(SOURCE, 5, **options)
+        for _ in range(3):  # PyTorch: eager, capturing, captured
+            np.testing.assert_array_equal(
+                model.generate(SOURCE, 5, **options), expected
+            )
 
 
 def test_one_compiled_function_serves_every_batch_and_source_length(model):
@@ -59,29 +60,76 @@ def test_one_compiled_function_serves_every_batch_and_source_length(model):
 
 
 @pytest.mark.skipif(
-    keras.config.backend() != "jax", reason="JAX compiles per input shape"
+    keras.config.backend() not in ("jax", "torch"),
+    reason="TensorFlow traces once for every shape",
 )
-def test_jax_compiles_once_per_length_bucket(model):
+def test_compiles_once_per_length_bucket(model):
     """Sources padded to their bucket (batch to a power of two, length to
-    one of at least 8): one compilation serves batches 3-4 and lengths
-    5-8. That the padding changes no token is
-    `test_generate_equals_its_uncompiled_function` (SOURCE, (3, 6), is
-    padded to (4, 8)); here the attention is cut back to the real shape."""
+    one of at least 8): one compilation (JAX) or one pair of captured
+    graphs (PyTorch) serves batches 3-4 and lengths 5-8. That the padding
+    changes no token is `test_generate_equals_its_uncompiled_function`
+    (SOURCE, (3, 6), is padded to (4, 8)); here the attention is cut back
+    to the real shape."""
     rng = np.random.default_rng(0)
     for options in ({}, {"method": "beam", "beam_width": 2}):
-        model.generate(SOURCE, 4, **options)
+        for _ in range(2):  # PyTorch captures on a bucket's second call
+            model.generate(SOURCE, 4, **options)
         key = (4, DecodingOptions(**options), False)
         compiled = model._generate_functions[key]
         before = compiled.compilations()
+        assert before > 0
         for batch, length in ((3, 5), (4, 8), (4, 6), (3, 7)):
             source = rng.integers(3, 12, (batch, length))
             assert model.generate(source, 4, **options).shape == (batch, 4)
         assert compiled.compilations() == before  # SOURCE's bucket, (4, 8)
+        for _ in range(2):
+            model.generate(rng.integers(3, 12, (3, 9)), 4, **options)
+        assert compiled.compilations() > before  # bucket (4, 16)
     source = SOURCE[:1, :3]
     _, attention = model.generate(source, 3, return_attention=True)
     _, expected = model.generate_function(source, 3, return_attention=True)
     assert attention.shape == (1, 3, 3)
     np.testing.assert_allclose(attention, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_generate_follows_new_weights(name):
+    # Compiled (or captured) functions take the weights as inputs: after
+    # the weights change, generate decodes with the new ones.
+    model = MODELS[name]()
+    for options in ({}, {"method": "beam", "beam_width": 2}):
+        model.generate(SOURCE, 5, **options)
+        model.generate(SOURCE, 5, **options)  # captured on PyTorch by now
+    rng = np.random.default_rng(1)
+    model.set_weights(
+        [rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()]
+    )
+    for options in ({}, {"method": "beam", "beam_width": 2}):
+        np.testing.assert_array_equal(
+            model.generate(SOURCE, 5, **options),
+            model.generate_function(SOURCE, 5, **options),
+        )
+
+
+@pytest.mark.skipif(
+    keras.config.backend() != "torch", reason="captures only on PyTorch"
+)
+def test_a_step_torch_export_cannot_capture_runs_eagerly_with_a_warning():
+    model = transformer()
+    step = model.decoding_step
+    bonus = np.zeros((10,), "float32")  # NumPy: torch.export cannot trace it
+    bonus[7] = 50.0
+
+    def decoding_step(tokens, state, index):
+        logits, state, alignments = step(tokens, state, index)
+        return logits + bonus, state, alignments
+
+    model.decoding_step = decoding_step
+    tokens = model.generate(SOURCE, 4)  # eager: a bucket's first call
+    with pytest.warns(UserWarning, match="decoding_step` eagerly"):
+        np.testing.assert_array_equal(model.generate(SOURCE, 4), tokens)
+    assert (np.asarray(tokens) == 7).all()
+    np.testing.assert_array_equal(model.generate(SOURCE, 4), tokens)
 
 
 def test_lengths_beyond_learned_positions_fail_before_tracing():
