@@ -240,11 +240,11 @@ def _compile(make_function, model):
     if backend == "torch":
         import torch
 
-        if "_captured" not in model.__dict__:  # shared by every option
-            model._captured = tuple(
-                Captured(model, method.__name__) for method in methods
-            )
-        eager, captured = make_function(methods), make_function(model._captured)
+        captured_methods = model.__dict__.setdefault(  # shared by options
+            "_captured", tuple(Captured(model, m.__name__) for m in methods)
+        )
+        eager = make_function(methods)
+        captured = make_function(captured_methods)
         calls = collections.Counter()
 
         @torch.no_grad()
@@ -258,7 +258,7 @@ def _compile(make_function, model):
 
         bucketed = _bucketed(run, model.max_positions)
         bucketed.compilations = lambda: sum(
-            len(captured.graphs) for captured in model._captured
+            len(method.graphs) for method in captured_methods
         )
         return bucketed
     return make_function(methods)
