@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 SKIP := --ignore=tests/test_benchmarks.py
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install install-torch demo test test-jax test-torch lint docs bench bench-quick package clean
+.PHONY: install install-torch browser demo test test-jax test-torch lint docs bench bench-quick package clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,9 +38,21 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The attention explorer's browser tests (tests/test_explorer.py) run the
+# page in headless Chromium, Debian's package, installed here where missing
+# (as root); without it they skip and say so.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+	|| { [ "$$(id -u)" = 0 ] \
+	  && { apt-get install -y -qq --no-install-recommends chromium \
+	       || { apt-get update -qq \
+	            && apt-get install -y -qq --no-install-recommends chromium; }; \
+	     } >/dev/null 2>&1; } \
+	|| echo "no Chromium: the explorer's browser tests will skip"
+
 # TensorFlow (the default backend: the whole suite and the doctests), then
 # the JAX-specific tests.
-test: lint
+test: lint browser
 	$(BIN)/mkdocs build --strict --quiet --site-dir site
 	$(PYTEST) $(SKIP) $(PYTEST_ARGS)
 	$(MAKE) test-jax

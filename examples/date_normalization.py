@@ -9,7 +9,8 @@ shows where each output character looked.
 Trains with `fit` (Keras progress bar), prints sample conversions and the
 exact-match accuracy on held-out dates, and writes to `--out`:
 
-- `attention.png`: the alignment heatmap of one held-out date;
+- `attention.png`: the alignment heatmap of one held-out date, and
+  `attention.html`: the same alignments in an interactive page;
 - `date_normalization.keras`: the trained model (`keras.models.load_model`);
 - `generate/`: a SavedModel whose `generate` endpoint maps source ids
   `int32 (N, S)` to ISO ids `int32 (N, 11)` (greedy search, no keras needed).
@@ -30,6 +31,7 @@ import numpy as np
 
 from keras_attention.datasets import dates
 from keras_attention.models import Seq2Seq
+from keras_attention.visualization import attention_html
 from keras_attention.visualization import plot_attention
 
 matplotlib.use("Agg")
@@ -86,13 +88,13 @@ def save_heatmap(model, data, index, path):
     output = dates.decode(tokens, dates.TARGET_VOCABULARY)[0]
     # The characters and the end token, if the model wrote one in time.
     labels = (list(output) + ["<end>"])[: dates.TARGET_LENGTH]
-    figure = plot_attention(
-        np.asarray(attention)[0, : len(labels), : len(text)],
-        source_tokens=list(text),
-        target_tokens=labels,
-        title=f"{text!r} → {output}",
-    )
+    weights = np.asarray(attention)[0, : len(labels), : len(text)]
+    title = f"{text!r} → {output}"
+    figure = plot_attention(weights, list(text), labels, title=title)
     figure.savefig(path, dpi=120)
+    # The same alignments to explore in a browser, next to the picture.
+    page = os.path.join(os.path.dirname(path), "attention.html")
+    attention_html(weights, list(text), labels, path=page, title=title)
     return path
 
 

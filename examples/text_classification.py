@@ -18,6 +18,8 @@ words, and writes to `--out`:
 
 - `pooling_attention.png`: pooling weights over the words of a few held-out
   reviews;
+- `attention.html`: every block's self-attention and the pooling of one
+  review, in an interactive page;
 - `text_classifier.keras`: the trained model.
 
     python examples/text_classification.py [--quick] [--out DIR]
@@ -34,6 +36,7 @@ import keras
 import matplotlib
 import numpy as np
 
+from keras_attention import visualization
 from keras_attention.models import TransformerClassifier
 
 matplotlib.use("Agg")
@@ -122,6 +125,18 @@ def plot_pooling(texts, weights, probabilities, labels, path):
     plt.close(fig)
 
 
+def write_explorer(model, review, out):
+    """Every encoder block's self-attention and the pooling for one review,
+    as an interactive page (`attention.html`)."""
+    words = review.split()
+    tokens = encode([review])[:, : len(words)]  # no padding: one review
+    weights = visualization.attention_weights(model, tokens)
+    weights = {name: w[0] for name, w in weights.items()}  # (H, Tq, Tk)
+    path = os.path.join(out, "attention.html")
+    visualization.attention_html(weights, words, path=path, title=review)
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run")
@@ -201,8 +216,9 @@ def main(argv=None):
         test_labels[shown],
         os.path.join(args.out, "pooling_attention.png"),
     )
+    write_explorer(model, test_texts[shown[0]], args.out)
     model.save(os.path.join(args.out, "text_classifier.keras"))
-    print(f"plots and model written to {args.out}")
+    print(f"plots, attention.html and model written to {args.out}")
     return results
 
 

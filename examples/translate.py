@@ -35,7 +35,6 @@ import keras
 import matplotlib
 import numpy as np
 import sacrebleu
-import tensorflow as tf
 
 from keras_attention import text
 from keras_attention import visualization
@@ -117,37 +116,32 @@ def tokens_of(tokenizer, ids):
     return [t.decode() for t in tokenizer.id_to_token(ids).numpy()]
 
 
-def plot_cross_attention(model, tokenizers, sentence, max_length, path):
-    """The Transformer's cross-attention heads (last decoder block), or the
-    RNN's alignments, for one translation."""
+def plot_cross_attention(model, tokenizers, sentence, max_length, out):
+    """For one translation: the Transformer's cross-attention heads (last
+    decoder block) or the RNN's alignments as a picture, and every layer's
+    attention as an explorer page (`attention.html`)."""
     source_tokenizer, target_tokenizer = tokenizers
-    source = source_tokenizer([sentence], max_length)
-    tokens, alignments = model.generate(
-        source, max_length, return_attention=True
-    )
-    length = int(np.sum(np.asarray(tokens) > 0))
-    source_length = int(np.sum(np.asarray(source) > 0))
+    source = np.asarray(source_tokenizer([sentence], max_length))
+    tokens = np.asarray(model.generate(source, max_length))
+    length = int(np.sum(tokens > 0))
+    source = source[:, : int(np.sum(source > 0))]  # no padding: one example
+    target_in = np.concatenate([[[text.START_ID]], tokens[:, : length - 1]], 1)
     labels = (
-        tokens_of(source_tokenizer, source[0, :source_length]),
+        tokens_of(source_tokenizer, source[0]),
         tokens_of(target_tokenizer, tokens[0, :length]),
     )
+    weights = visualization.attention_weights(
+        model, {"source": source, "target_in": target_in}
+    )
+    weights = {name: w[0] for name, w in weights.items()}  # (H, Tq, Tk)
     title = f"Cross-attention for {sentence!r}"
-    if not isinstance(model, Transformer):
-        weights = np.asarray(alignments)[0, :length, :source_length]
-        fig = visualization.plot_attention(weights, *labels, title=title)
-    else:
-        target_in = tf.concat([[[text.START_ID]], tokens[:, : length - 1]], 1)
-        _, weights = model.decoder_stack(
-            model.target_embedding(target_in),
-            model.encoder(source),
-            encoder_outputs_mask=source != 0,
-            return_attention_scores=True,
-        )
-        heads = np.asarray(weights[-1]["cross_attention"])[0]  # (H, T, S)
-        fig = visualization.plot_heads(
-            heads[:, :length, :source_length], *labels, title=title
-        )
-    fig.savefig(path, dpi=110)
+    last = list(weights)[-1]  # the last cross-attention, or the alignments
+    fig = visualization.plot_heads(weights[last], *labels, title=title)
+    fig.savefig(os.path.join(out, "translate_heads.png"), dpi=110)
+    visualization.attention_html(
+        weights, *labels, path=os.path.join(out, "attention.html"),
+        title=f"{sentence} → {' '.join(labels[1])}",
+    )  # fmt: skip
 
 
 RELOAD = """
@@ -280,13 +274,7 @@ def main(argv=None):
         mark = "" if h == t else f"  ✗ reference: {t}"
         print(f"{s:46s} {h}{mark}")
 
-    plot_cross_attention(
-        model,
-        tokenizers,
-        test[0][0],
-        max_length,
-        os.path.join(args.out, "translate_heads.png"),
-    )
+    plot_cross_attention(model, tokenizers, test[0][0], max_length, args.out)
     model.save(os.path.join(args.out, "translate.keras"))
     export_path = os.path.join(args.out, "translator")
     export_translator(model, *tokenizers, export_path, method="beam")

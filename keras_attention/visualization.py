@@ -1,4 +1,7 @@
-"""Attention pictures: alignment heatmaps, head grids, positional encodings.
+"""Attention pictures: alignment heatmaps, head grids, positional encodings,
+the interactive explorer page (`attention_html`, from
+`keras_attention.explorer`) and the collector of a model's weights
+(`attention_weights`).
 
 Needs matplotlib (`pip install keras-attention[viz]`). Every function returns
 a `matplotlib.figure.Figure` and never calls `show()`: save it with
@@ -6,6 +9,8 @@ a `matplotlib.figure.Figure` and never calls `show()`: save it with
 """
 
 import numpy as np
+
+from keras_attention.explorer import attention_html  # noqa: F401 (public)
 
 
 def _pyplot():
@@ -181,3 +186,150 @@ def plot_positional_encoding(encoding, title="Sinusoidal positional encoding"):
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="value")
     return fig
+
+
+def attention_weights(model, inputs):
+    """Every attention layer's weights for one batch, by readable name.
+
+    Runs the model's own layers on `inputs` (no second implementation of
+    attention) and returns what each attention layer weighed:
+
+    - `Transformer`: `encoder/block_{i}/self_attention` `(B, H, S, S)`,
+      `decoder/block_{i}/self_attention` `(B, H, T, T)` and
+      `decoder/block_{i}/cross_attention` `(B, H, T, S)`;
+    - `Seq2Seq`: `decoder/alignments` `(B, 1, T, S)`, the decoder's
+      attention at each target step;
+    - `TransformerClassifier`: `encoder/block_{i}/self_attention`
+      `(B, H, T, T)` (with the `[CLS]` position first for
+      `pooling="cls"`) and, for `pooling="attention"`, `pooling`
+      `(B, 1, 1, T)`.
+
+    Layers that keep no weights (`LinearAttention`) are left out.
+
+    Args:
+        model: a `Transformer`, `Seq2Seq` or `TransformerClassifier`.
+        inputs: what the model takes: `{"source", "target_in"}` token ids
+            for the encoder-decoders, token ids `(B, T)` for the
+            classifier.
+
+    Returns:
+        A dict `{name: float32 NumPy (B, H, Tq, Tk)}`, in the model's
+        order; pick one example (`w[0]`) for `attention_html`.
+
+    Example:
+        >>> from keras_attention.models import Transformer
+        >>> model = Transformer(20, 20, num_layers=1, hidden_dim=8,
+        ...                     num_heads=2, intermediate_dim=8)
+        >>> inputs = {"source": np.array([[4, 5, 6]]),
+        ...           "target_in": np.array([[1, 7]])}
+        >>> for name, w in attention_weights(model, inputs).items():
+        ...     print(name, w.shape)
+        encoder/block_0/self_attention (1, 2, 3, 3)
+        decoder/block_0/self_attention (1, 2, 2, 2)
+        decoder/block_0/cross_attention (1, 2, 2, 3)
+    """
+    from keras_attention import models
+
+    if isinstance(model, models.Transformer):
+        named = _transformer_weights(model, inputs)
+    elif isinstance(model, models.Seq2Seq):
+        named = _seq2seq_weights(model, inputs)
+    elif isinstance(model, models.TransformerClassifier):
+        named = _classifier_weights(model, inputs)
+    else:
+        raise ValueError(
+            "`model` must be a Transformer, Seq2Seq or TransformerClassifier "
+            "(for a layer, call it with `return_attention_scores=True`). "
+            f"Received: model={type(model).__name__}"
+        )
+    return {
+        name: _batch_of_heads(weights)
+        for name, weights in named.items()
+        if weights is not None
+    }
+
+
+def _batch_of_heads(weights):
+    """float32 NumPy `(B, H, Tq, Tk)` of a layer's weights."""
+    from keras import ops
+
+    weights = np.asarray(ops.convert_to_numpy(weights), dtype="float32")
+    while weights.ndim < 4:  # (B, Tq, Tk) or (B, Tk): one head, one query
+        weights = np.expand_dims(weights, 1)
+    return weights
+
+
+def _tokens(inputs, name, vocab_size):
+    from keras import ops
+
+    from keras_attention.models.generation import check_inputs
+
+    check_inputs(inputs, **{name: vocab_size})
+    return ops.cast(ops.convert_to_tensor(inputs[name]), "int32")
+
+
+def _stack_weights(prefix, weights):
+    """`{prefix/block_i/kind: w}` of a stack's per-block weights."""
+    named = {}
+    for index, block in enumerate(weights):
+        if not isinstance(block, dict):
+            block = {"self_attention": block}
+        for kind, value in block.items():
+            named[f"{prefix}/block_{index}/{kind}"] = value
+    return named
+
+
+def _transformer_weights(model, inputs):
+    from keras import ops
+
+    source = _tokens(inputs, "source", model.source_vocab_size)
+    target_in = _tokens(inputs, "target_in", model.target_vocab_size)
+    parts = model._parts
+    source_mask, target_mask = (
+        ops.not_equal(source, 0),
+        ops.not_equal(target_in, 0),
+    )
+    memory, encoder = parts.encoder(
+        parts.source_embedding(source),
+        mask=source_mask,
+        return_attention_scores=True,
+    )
+    _, decoder = parts.decoder(
+        parts.target_embedding(target_in),
+        memory,
+        mask=target_mask,
+        encoder_outputs_mask=source_mask,
+        return_attention_scores=True,
+    )
+    return {
+        **_stack_weights("encoder", encoder),
+        **_stack_weights("decoder", decoder),
+    }
+
+
+def _seq2seq_weights(model, inputs):
+    source = _tokens(inputs, "source", model.source_vocab_size)
+    target_in = _tokens(inputs, "target_in", model.target_vocab_size)
+    state = model.decoding_state(source, target_in.shape[1])
+    alignments = model.teacher_forced_alignments(state, target_in)
+    return {"decoder/alignments": alignments}
+
+
+def _classifier_weights(model, inputs):
+    import keras
+    from keras import ops
+
+    tokens = _tokens({"tokens": inputs}, "tokens", model.vocab_size)
+    embedded = keras.Model(model.input, model.get_layer("dropout").output)
+    if model.pooling == "cls":  # the encoder sees [CLS] first
+        tokens = model.get_layer("prepend_cls")(tokens)
+    mask = ops.not_equal(tokens, 0)
+    hidden, encoder = model.get_layer("encoder")(
+        embedded(inputs), mask=mask, return_attention_scores=True
+    )
+    named = _stack_weights("encoder", encoder)
+    if model.pooling == "attention":
+        _, named["pooling"] = model.get_layer("pooling")(
+            hidden, mask=mask, return_attention_scores=True
+        )
+    return named

@@ -22,6 +22,8 @@ def test_date_normalization_quick_run_writes_its_outputs(tmp_path):
     assert history["accuracy"][-1] > 0.5
     image = matplotlib.image.imread(tmp_path / "attention.png")
     assert image.shape[0] > 300 and image.shape[1] > 300
+    page = (tmp_path / "attention.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "attention-data" in page
     model = keras.models.load_model(tmp_path / "date_normalization.keras")
     source = dates.encode(["4 Jul 2023"], dates.SOURCE_VOCABULARY, 29)
     assert tuple(model.generate(source, 11).shape) == (1, 11)

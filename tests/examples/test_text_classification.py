@@ -17,3 +17,5 @@ def test_text_classification_quick_run_learns_and_plots(tmp_path):
     image = matplotlib.image.imread(tmp_path / "pooling_attention.png")
     assert image.shape[0] > 400 and image.shape[1] > 500
     assert (tmp_path / "text_classifier.keras").exists()
+    page = (tmp_path / "attention.html").read_text(encoding="utf-8")
+    assert "encoder/block_0/self_attention" in page and "pooling" in page

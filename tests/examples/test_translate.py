@@ -17,6 +17,8 @@ def test_translate_quick_run_exports_and_reloads(tmp_path):
         ["--quick", "--out", str(tmp_path), "--export-litert"]
     )
     assert (tmp_path / "translate_heads.png").stat().st_size > 10_000
+    page = (tmp_path / "attention.html").read_text(encoding="utf-8")
+    assert "decoder/block_0/cross_attention" in page  # every layer
     assert (tmp_path / "translator" / "saved_model.pb").exists()
     # The whole greedy loop in one LiteRT file, checked by the example.
     assert result["litert_same_tokens"] == 1.0
