@@ -2,9 +2,10 @@
 
 `attention_html` writes the attention weights of one example (one or more
 layers, one or more heads) into a single HTML file with hand-written inline
-CSS and JavaScript: no framework, no network access, no external file. Open
-it from disk in any browser to pick a layer and a head, hover the tokens and
-read the weights as lines between two token columns or as a heatmap.
+CSS and JavaScript: no framework, no network access (its Content Security
+Policy lets the browser load nothing), no external file. Open it from disk
+in any browser to pick a layer and a head, hover the tokens and read the
+weights as lines between two token columns or as a heatmap.
 """
 
 import html
@@ -17,6 +18,8 @@ _TEMPLATE = r"""<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none';
+ script-src 'unsafe-inline'; style-src 'unsafe-inline'">
 <title>__TITLE__</title>
 <style>
 body{font:14px system-ui,sans-serif;margin:16px;color:#222;background:#fff}

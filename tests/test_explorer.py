@@ -98,6 +98,16 @@ def test_hostile_tokens_round_trip_and_stay_escaped():
     assert page.count("<script") == 2 and page.count("</script>") == 2
 
 
+def test_the_browser_may_load_nothing():
+    # The page's Content Security Policy: no request of any kind leaves it,
+    # whatever a token or a later edit might try; only inline code runs.
+    page = attention_html(softmax_weights(6, 5), SOURCE, TARGET)
+    policy = re.search(r'Content-Security-Policy" content="([^"]*)"', page)
+    directives = " ".join(policy.group(1).split())
+    assert directives.startswith("default-src 'none';")
+    assert "connect-src" not in directives and "http" not in directives
+
+
 def test_page_is_self_contained():
     page = attention_html(softmax_weights(2, 6, 5), SOURCE, TARGET)
     assert page.startswith("<!DOCTYPE html>")
