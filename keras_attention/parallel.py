@@ -394,16 +394,19 @@ def _positions(ring, length):
     )
 
 
+# The sequence axis of each array: its query rows, or its keys.
+_QUERY_SIDE = {"query": -2, "query_mask": -1, "attention_mask": -2, "bias": -2}
+_KEY_SIDE = {"key": -2, "value": -2, "key_mask": -1}
+
+
 def _rearranged(arrays, ring):
     """The arrays with each device's chunks contiguous (zigzag): queries,
     keys, values and their masks along the sequence; the rows of masks and
     biases (their key columns stay in order, sliced by absolute position)."""
     if ring.chunks == 1:
         return arrays
-    axes = {"query": -2, "key": -2, "value": -2, "query_mask": -1,
-            "key_mask": -1, "attention_mask": -2, "bias": -2}  # fmt: skip
     arrays = dict(arrays)
-    for name, axis in axes.items():
+    for name, axis in {**_QUERY_SIDE, **_KEY_SIDE}.items():
         x = arrays.get(name)
         if x is not None and x.shape[axis] != 1:
             arrays[name] = ops.take(x, _positions(ring, x.shape[axis]), axis)
@@ -431,10 +434,6 @@ def _part(arrays, axes, part, length):
                 x, start, start + length, 1, axis
             )
     return arrays
-
-
-_QUERY_SIDE = {"query": -2, "query_mask": -1, "attention_mask": -2, "bias": -2}
-_KEY_SIDE = {"key": -2, "value": -2, "key_mask": -1}
 
 
 def _ring(arrays, ring):

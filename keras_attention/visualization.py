@@ -10,6 +10,7 @@ a `matplotlib.figure.Figure` and never calls `show()`: save it with
 
 import numpy as np
 
+from keras_attention.constants import PAD_ID
 from keras_attention.explorer import attention_html  # noqa: F401 (public)
 
 
@@ -259,7 +260,9 @@ def _batch_of_heads(weights):
     return weights
 
 
-def _tokens(inputs, name, vocab_size):
+def _checked_ids(inputs, name, vocab_size):
+    """`inputs[name]` as int32 token ids, checked as the models check them
+    (a `ValueError` naming `name`)."""
     from keras import ops
 
     from keras_attention.models.generation import check_inputs
@@ -282,13 +285,11 @@ def _stack_weights(prefix, weights):
 def _transformer_weights(model, inputs):
     from keras import ops
 
-    source = _tokens(inputs, "source", model.source_vocab_size)
-    target_in = _tokens(inputs, "target_in", model.target_vocab_size)
+    source = _checked_ids(inputs, "source", model.source_vocab_size)
+    target_in = _checked_ids(inputs, "target_in", model.target_vocab_size)
     parts = model._parts
-    source_mask, target_mask = (
-        ops.not_equal(source, 0),
-        ops.not_equal(target_in, 0),
-    )
+    source_mask = ops.not_equal(source, PAD_ID)
+    target_mask = ops.not_equal(target_in, PAD_ID)
     memory, encoder = parts.encoder(
         parts.source_embedding(source),
         mask=source_mask,
@@ -308,8 +309,8 @@ def _transformer_weights(model, inputs):
 
 
 def _seq2seq_weights(model, inputs):
-    source = _tokens(inputs, "source", model.source_vocab_size)
-    target_in = _tokens(inputs, "target_in", model.target_vocab_size)
+    source = _checked_ids(inputs, "source", model.source_vocab_size)
+    target_in = _checked_ids(inputs, "target_in", model.target_vocab_size)
     state = model.decoding_state(source, target_in.shape[1])
     alignments = model.teacher_forced_alignments(state, target_in)
     return {"decoder/alignments": alignments}
@@ -319,11 +320,11 @@ def _classifier_weights(model, inputs):
     import keras
     from keras import ops
 
-    tokens = _tokens({"tokens": inputs}, "tokens", model.vocab_size)
+    tokens = _checked_ids({"tokens": inputs}, "tokens", model.vocab_size)
     embedded = keras.Model(model.input, model.get_layer("dropout").output)
     if model.pooling == "cls":  # the encoder sees [CLS] first
         tokens = model.get_layer("prepend_cls")(tokens)
-    mask = ops.not_equal(tokens, 0)
+    mask = ops.not_equal(tokens, PAD_ID)
     hidden, encoder = model.get_layer("encoder")(
         embedded(inputs), mask=mask, return_attention_scores=True
     )
