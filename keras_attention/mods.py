@@ -514,9 +514,7 @@ class _Combined(MaskMod):
                 )
 
     def get_config(self):
-        return {
-            "mods": [keras.saving.serialize_keras_object(m) for m in self.mods]
-        }
+        return {"mods": [utils.serialize(m) for m in self.mods]}
 
     def call(self, q_idx, kv_idx, head, **context):
         masks = [m(q_idx, kv_idx, head, **context) for m in self.mods]
@@ -576,9 +574,4 @@ def get(identifier, kind):
 
 def serialize(mod):
     """Config of a modifier (or `None`) for a parent layer's config."""
-    if mod is None:
-        return None
-    config = keras.saving.serialize_keras_object(mod)
-    if isinstance(config, dict):
-        config.pop("build_config", None)
-    return config
+    return utils.serialize(mod)

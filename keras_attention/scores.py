@@ -289,9 +289,7 @@ class General(Score):
     def get_config(self):
         return {
             **super().get_config(),
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
+            "kernel_initializer": utils.serialize(self.kernel_initializer),
         }
 
 
@@ -398,9 +396,7 @@ class Additive(Score):
             **super().get_config(),
             "units": self.units,
             "normalize": self.normalize,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
+            "kernel_initializer": utils.serialize(self.kernel_initializer),
         }
 
 
@@ -640,9 +636,7 @@ class Location(Score):
         return {
             **super().get_config(),
             "max_length": self.max_length,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
+            "kernel_initializer": utils.serialize(self.kernel_initializer),
         }
 
 
@@ -709,6 +703,4 @@ def serialize(score):
     The build config is dropped: the parent builds the score on its own
     input shapes.
     """
-    config = keras.saving.serialize_keras_object(score)
-    config.pop("build_config", None)
-    return config
+    return utils.serialize(score)

@@ -15,6 +15,40 @@ import numpy as np
 from keras import ops
 
 
+def serialize(obj):
+    """`obj`'s config, for a parent layer's config (`None` stays `None`).
+
+    Keras's `serialize_keras_object`, without the build config (the parent
+    builds the child on its own shapes), and as a copy Keras does not hold.
+    While `save` and `load_model` run, Keras records each object it
+    serializes by `id()`: a later object with the same `id()` is marked as
+    the same object (`shared_object_id`) in both configs, and loading hands
+    the first object back for the second. A temporary's `id()` goes to the
+    next object made, so a kept config once named an unrelated object (a
+    `SoftCap` came back as a score layer, at random). The copy carries no
+    such mark, then or later.
+    """
+    if obj is None:
+        return None
+    config = keras.saving.serialize_keras_object(obj)
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != "build_config"}
+    return _unshared(config)
+
+
+def _unshared(config):
+    """A copy of a config's dicts and lists without `shared_object_id`."""
+    if isinstance(config, dict):
+        return {
+            key: _unshared(value)
+            for key, value in config.items()
+            if key != "shared_object_id"
+        }
+    if isinstance(config, (list, tuple)):
+        return type(config)(_unshared(value) for value in config)
+    return config
+
+
 def _reject(name, value, expected):
     raise ValueError(
         f"Invalid value for argument `{name}`: expected {expected}. "

@@ -4,6 +4,7 @@ import inspect
 
 import keras
 
+from keras_attention import utils
 from keras_attention.layers.differential import DifferentialAttention
 from keras_attention.layers.latent import MultiHeadLatentAttention
 from keras_attention.layers.linear import LinearAttention
@@ -74,8 +75,6 @@ def serialize_options(options):
     """`attention_options` for a config: modifiers and other Keras objects
     as their configs."""
     return {
-        name: keras.saving.serialize_keras_object(value)
-        if hasattr(value, "get_config")
-        else value
+        name: utils.serialize(value) if hasattr(value, "get_config") else value
         for name, value in options.items()
     }

@@ -408,10 +408,6 @@ class MultiHeadLatentAttention(keras.layers.Layer):
             "score_mod": mods.serialize(self.score_mod),
             "mask_mod": mods.serialize(self.mask_mod),
             "seed": self.seed,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "bias_initializer": keras.initializers.serialize(
-                self.bias_initializer
-            ),
+            "kernel_initializer": utils.serialize(self.kernel_initializer),
+            "bias_initializer": utils.serialize(self.bias_initializer),
         }

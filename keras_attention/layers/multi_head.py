@@ -590,7 +590,7 @@ class MultiHeadAttention(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         kernel_initializer, bias_initializer = self._initializers
-        serialize = keras.saving.serialize_keras_object
+        serialize = utils.serialize
         config.update(
             num_heads=self._num_heads,
             key_dim=self._key_dim,

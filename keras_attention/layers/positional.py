@@ -144,7 +144,7 @@ class LearnedPositionalEmbedding(keras.layers.Layer):
         return {
             **super().get_config(),
             "max_length": self.max_length,
-            "initializer": keras.initializers.serialize(self.initializer),
+            "initializer": utils.serialize(self.initializer),
         }
 
 
@@ -282,7 +282,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             "mask_zero": self.mask_zero,
             "scale_embeddings": self.scale_embeddings,
             "max_wavelength": self.max_wavelength,
-            "embeddings_initializer": keras.initializers.serialize(
+            "embeddings_initializer": utils.serialize(
                 self.embeddings_initializer
             ),
         }

@@ -21,12 +21,6 @@ from keras_attention import utils
 register = keras.saving.register_keras_serializable(package="keras_attention")
 
 
-def _serialize(layer):
-    config = keras.saving.serialize_keras_object(layer)
-    config.pop("build_config", None)  # the parent builds it on its shapes
-    return config
-
-
 def _check_memory(memory, memory_mask, name, tensor):
     """Raise a `ValueError` naming `memory` or `memory_mask` if misshapen.
 
@@ -633,8 +627,8 @@ class AttentionDecoder(keras.layers.Layer):
         config = super().get_config()
         config.update(
             units=self.units,
-            attention=_serialize(self.attention),
-            cell=_serialize(self.cell),
+            attention=utils.serialize(self.attention),
+            cell=utils.serialize(self.cell),
             attention_layer_size=self.attention_layer_size,
             attention_output=self.attention_output,
             input_feeding=self.input_feeding,

@@ -122,9 +122,7 @@ class _Block(keras.layers.Layer):
         score = scores.get(self.score, dtype=self.dtype_policy)
         arguments = dict(
             dropout=self.dropout,
-            kernel_initializer=keras.initializers.serialize(
-                self.kernel_initializer
-            ),
+            kernel_initializer=utils.serialize(self.kernel_initializer),
             # The default score is every kind's own; another is passed on.
             score=None if _is_default_score(score) else score,
             num_key_value_heads=self.num_key_value_heads,
@@ -158,7 +156,7 @@ class _Block(keras.layers.Layer):
             self.intermediate_dim,
             self.activation,
             self.dropout,
-            keras.initializers.serialize(self.kernel_initializer),
+            utils.serialize(self.kernel_initializer),
             name="feed_forward",
             dtype=self.dtype_policy,
         )
@@ -216,9 +214,7 @@ class _Block(keras.layers.Layer):
             "num_key_value_heads": self.num_key_value_heads,
             "rotary_max_wavelength": self.rotary_max_wavelength,
             "chunk_size": self.chunk_size,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
+            "kernel_initializer": utils.serialize(self.kernel_initializer),
             "score_mod": mods.serialize(self.score_mod),
             "mask_mod": mods.serialize(self.mask_mod),
             "attention": self.attention,

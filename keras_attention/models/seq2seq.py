@@ -328,8 +328,7 @@ class Seq2Seq(Generator, keras.Model):
         config = super().get_config()
         attention = config["attention"]
         if isinstance(attention, keras.layers.Layer):
-            attention = keras.saving.serialize_keras_object(attention)
-            attention.pop("build_config", None)
+            attention = utils.serialize(attention)
         return {**config, "attention": attention}
 
     # === Generation (see `Generator`) ===
