@@ -56,7 +56,7 @@ from keras_attention.models import Seq2Seq  # noqa: E402
 
 GLOBAL_BATCH = 64
 FULL = {"num_train": 12800, "epochs": 3, "units": 64, "embedding_dim": 32}
-QUICK = {"num_train": 1280, "epochs": 2, "units": 16, "embedding_dim": 8}
+QUICK = {"num_train": 512, "epochs": 2, "units": 16, "embedding_dim": 8}
 
 
 def settings_of(args):
@@ -262,7 +262,7 @@ def main(argv=None):
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2
     )
     settings = settings_of(args)
-    _, _, test = load(settings, 200 if args.quick else 1000)
+    _, _, test = load(settings, 64 if args.quick else 1000)
     summary = {}
     if args.path in ("both", "mirrored"):
         summary["fit, MirroredStrategy (2 devices)"] = run_mirrored(

@@ -1,8 +1,9 @@
 """Weights saved on one backend give the same outputs on the others.
 
 A `Transformer`, a `Seq2Seq`, a chunked `MultiHeadAttention`, a layer of
-each kind of the attention family and a latent-attention `Transformer` save
-their weights under TensorFlow; JAX and PyTorch load them in fresh processes and
+each kind of the attention family and a `Transformer` of each kind (latent,
+differential, linear: each decodes through its own cache) save their
+weights under TensorFlow; JAX and PyTorch load them in fresh processes and
 must give the same logits (1e-5) and the same tokens: greedy search for
 every model, beam search for the Transformer and Seq2Seq, and seeded
 sampling for the Transformer (the sampling noise is the same bits on every

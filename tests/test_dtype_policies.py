@@ -80,7 +80,13 @@ def policy(request):
     keras.config.set_dtype_policy("float32")
 
 
-@pytest.mark.parametrize("policy", POLICIES, indirect=True)
+# Which policy each layer keeps is configuration, the same on every backend:
+# TensorFlow checks all three; JAX and PyTorch check the reload of the one
+# whose arithmetic differs most by backend (bfloat16 compute).
+RELOADED = POLICIES if keras.config.backend() == "tensorflow" else POLICIES[2:]
+
+
+@pytest.mark.parametrize("policy", RELOADED, indirect=True)
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_reload_is_bit_identical_and_keeps_the_policy(name, policy, tmp_path):
     keras.utils.set_random_seed(0)

@@ -21,6 +21,13 @@ import numpy as np  # noqa: E402
 SOURCE = np.array([[5, 6, 7, 8, 2, 0], [9, 4, 2, 0, 0, 0]], "int32")
 TARGET_IN = np.array([[1, 5, 6, 7], [1, 9, 4, 0]], "int32")
 X = np.random.default_rng(0).normal(size=(2, 11, 8)).astype("float32")
+# Transformers of the other kinds, each decoding through its own cache
+# (latent, differential's two maps, linear's recurrent state).
+KINDS = {
+    "latent": {"kv_latent_dim": 4, "rotary_dim": 2},
+    "differential": {},
+    "linear": {"feature_map": "favor", "seed": 1},
+}
 
 
 def build():
@@ -59,11 +66,12 @@ def build():
         parts[f"{name}_attention"] = keras.Model(
             x, layer(x, x, use_causal_mask=True)
         )
-    parts["latent_transformer"] = Transformer(
-        12, 12, num_layers=1, hidden_dim=8, num_heads=2,
-        intermediate_dim=16, dropout=0.0, attention="latent",
-        attention_options={"kv_latent_dim": 4, "rotary_dim": 2},
-    )  # fmt: skip
+    for kind, options in KINDS.items():
+        parts[f"{kind}_transformer"] = Transformer(
+            12, 12, num_layers=1, hidden_dim=8, num_heads=2,
+            intermediate_dim=16, dropout=0.0, attention=kind,
+            attention_options=options,
+        )  # fmt: skip
     return parts
 
 
@@ -82,15 +90,17 @@ def main():
     }
     # Beam search and sampling are the same keras.ops code in every model:
     # the Transformer runs all three methods, Seq2Seq greedy and beam, the
-    # latent Transformer greedy (through its latent cache).
+    # other kinds' Transformers greedy (through their own caches).
     methods = {
         "greedy": {},
         "beam": {"method": "beam", "beam_width": 3},
         "sample": {"method": "sample", "seed": 11, "temperature": 1.5},
     }
-    runs = {"transformer": ("greedy", "beam", "sample"),
-            "seq2seq": ("greedy", "beam"),
-            "latent_transformer": ("greedy",)}  # fmt: skip
+    runs = {
+        "transformer": ("greedy", "beam", "sample"),
+        "seq2seq": ("greedy", "beam"),
+        **{f"{kind}_transformer": ("greedy",) for kind in KINDS},
+    }
     for name, chosen in runs.items():
         model = parts[name]
         inputs = {"source": SOURCE, "target_in": TARGET_IN}
