@@ -68,8 +68,10 @@ def test_compiles_once_per_length_bucket(model):
     one of at least 8): one compilation (JAX) or one pair of captured
     graphs (PyTorch) serves batches 3-4 and lengths 5-8. That the padding
     changes no token is `test_generate_equals_its_uncompiled_function`
-    (SOURCE, (3, 6), is padded to (4, 8)); here the attention is cut back
-    to the real shape."""
+    (SOURCE, (3, 6), is padded to (4, 8)) and, on JAX (whose suite runs
+    this test only), `tests/test_cross_backend.py`: the tokens of
+    TensorFlow, which pads nothing. Here the attention is cut back to the
+    real shape."""
     rng = np.random.default_rng(0)
     for options in ({}, {"method": "beam", "beam_width": 2}):
         for _ in range(2):  # PyTorch captures on a bucket's second call
