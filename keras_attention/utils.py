@@ -28,12 +28,10 @@ def serialize(obj):
     `SoftCap` came back as a score layer, at random). The copy carries no
     such mark, then or later.
     """
-    if obj is None:
-        return None
-    config = keras.saving.serialize_keras_object(obj)
-    if isinstance(config, dict):
-        config = {k: v for k, v in config.items() if k != "build_config"}
-    return _unshared(config)
+    config = _unshared(keras.saving.serialize_keras_object(obj))
+    if isinstance(config, dict):  # our copy: safe to edit
+        config.pop("build_config", None)
+    return config
 
 
 def _unshared(config):
